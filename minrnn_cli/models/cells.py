@@ -1,0 +1,139 @@
+"""minGRU and minLSTM (Feng et al., 2024): gates that see x_t only, so h_t = a_t * h_{t-1} + b_t is a scan.
+
+    minGRU:  z_t = sigmoid(k_t)                      a_t = 1 - z_t    b_t = z_t * g(h~_t)
+    minLSTM: f_t = sigmoid(k^f_t), i_t = sigmoid(k^i_t), normalised f' = f / (f + i), i' = i / (f + i)
+                                                     a_t = f'_t       b_t = i'_t * g(h~_t)
+
+`log_space=True` is the paper's recommended (and the authors' released) cell: the candidate goes through
+g(x) = x + 0.5 (x >= 0) or sigmoid(x) (x < 0), which keeps every state positive so the log-space scan
+applies. `log_space=False` is the vanilla cell (h~_t used as is) for the linear-space scans. Gates are
+computed in log space (log sigmoid(k) = -softplus(-k)), exactly as in the paper's listings.
+
+Initial state. The paper's listings disagree: the log-space minGRU listing feeds h_0 through log_g (so
+h_0 is a pre-activation), while the minLSTM listing and pseudocode take log(h_0) (so h_0 is already a
+state). We follow the authors' code, which is consistent in both cells: a *learned* h0 is a parameter
+that goes through g (through log_g in the log-space scan, which is the same thing), and zero otherwise;
+a *carried* state (the `state` returned by a previous call) is a state value and is used as is. Carrying
+it through g again is the bug behind lucidrains' chunked minLSTM error; here every mode agrees.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minrnn_cli.scans import log_scan, resolve_backend, scan
+
+
+def g(x: Tensor) -> Tensor:
+    """The paper's positive activation: x + 0.5 for x >= 0, sigmoid(x) below (continuous at 0)."""
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+def log_g(x: Tensor) -> Tensor:
+    """log(g(x)), computed without leaving log space for negative x."""
+    return torch.where(x >= 0, torch.log(F.relu(x) + 0.5), -F.softplus(-x))
+
+
+class _MinimalRNN(nn.Module):
+    """What minGRU and minLSTM share: candidate, h0, the three modes and the down-projection.
+
+    Subclasses define `n_gates` and `log_gates(pre) -> (log_a, log_input_gate)`.
+    """
+
+    n_gates: int
+
+    def __init__(
+        self,
+        d_model: int,
+        expansion: float = 1.0,
+        log_space: bool = True,
+        learned_h0: bool = False,
+        scan_backend: str = "auto",
+    ):
+        super().__init__()
+        self.d_inner = int(round(d_model * expansion))
+        if self.d_inner < 1:
+            raise ValueError(f"expansion={expansion} gives an inner width below 1 for d_model={d_model}")
+        self.log_space = log_space
+        self.scan_backend = resolve_backend(scan_backend)
+        self.to_hidden = nn.Linear(d_model, (self.n_gates + 1) * self.d_inner)
+        self.to_out = nn.Linear(self.d_inner, d_model) if self.d_inner != d_model else nn.Identity()
+        self.h0 = nn.Parameter(torch.randn(self.d_inner)) if learned_h0 else None
+
+    def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(log a, log input gate, candidate pre-activation) for x of shape (..., d_model)."""
+        hidden = self.to_hidden(x)
+        gate_pre, candidate_pre = hidden[..., : -self.d_inner], hidden[..., -self.d_inner :]
+        log_a, log_input = self.log_gates(gate_pre)
+        return log_a, log_input, candidate_pre
+
+    def _candidate(self, candidate_pre: Tensor) -> Tensor:
+        return g(candidate_pre) if self.log_space else candidate_pre
+
+    def initial_state(self, batch_size: int, like: Tensor) -> Tensor | None:
+        """The state before the first token: g(learned h0), or None meaning zeros."""
+        if self.h0 is None:
+            return None
+        h0 = g(self.h0) if self.log_space else self.h0
+        return h0.to(like.dtype).expand(batch_size, -1)
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner))."""
+        h0 = self.initial_state(x.shape[0], x) if state is None else state
+        log_a, log_input, candidate_pre = self._split(x)
+        if self.scan_backend == "log" and self.log_space:
+            log_h0 = None if h0 is None else torch.log(h0)
+            h, h_last = log_scan(log_a, log_input + log_g(candidate_pre), log_h0)
+        else:
+            b = torch.exp(log_input) * self._candidate(candidate_pre)
+            h, h_last = scan(torch.exp(log_a), b, h0, backend=self.scan_backend)
+        return self.to_out(h), h_last
+
+    def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Sequential mode, one token x_t: (B, d_model), O(1) state. Returns (y_t, new state)."""
+        log_a, log_input, candidate_pre = self._split(x_t)
+        h = torch.exp(log_input) * self._candidate(candidate_pre)
+        h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
+        if h_prev is not None:
+            h = h + torch.exp(log_a) * h_prev
+        return self.to_out(h), h
+
+
+class MinGRU(_MinimalRNN):
+    """h_t = (1 - z_t) * h_{t-1} + z_t * h~_t with z_t = sigmoid(Linear(x_t)), h~_t = g(Linear(x_t))."""
+
+    n_gates = 1
+
+    def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
+        log_z = -F.softplus(-gate_pre)
+        log_one_minus_z = -F.softplus(gate_pre)
+        return log_one_minus_z, log_z
+
+
+class MinLSTM(_MinimalRNN):
+    """h_t = f'_t * h_{t-1} + i'_t * h~_t with gates from x_t only (no output gate, no tanh).
+
+    `normalize=True` (the paper) uses f' = f/(f+i), i' = i/(f+i), so the state is a convex combination
+    and its scale cannot grow with t; `normalize=False` uses f and i as they are (the authors' YAML
+    default). `forget_bias` is added to the forget gate's bias at init (paper App. D.4).
+    """
+
+    n_gates = 2
+
+    def __init__(self, d_model: int, *, normalize: bool = True, forget_bias: float = 0.0, **options):
+        super().__init__(d_model, **options)
+        self.normalize = normalize
+        with torch.no_grad():
+            self.to_hidden.bias[: self.d_inner] += forget_bias
+
+    def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
+        forget_pre, input_pre = gate_pre.chunk(2, dim=-1)
+        if self.normalize:
+            diff = F.softplus(-forget_pre) - F.softplus(-input_pre)  # log i - log f
+            return -F.softplus(diff), -F.softplus(-diff)
+        return -F.softplus(-forget_pre), -F.softplus(-input_pre)

@@ -1,0 +1,20 @@
+"""Where the package's shipped files live, in a source checkout and after `pip install .` alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def config_dir() -> Path:
+    """The Hydra config folder: `minrnn_cli/conf` in a wheel, the top-level `conf/` in a checkout."""
+    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"minrnn's config folder is missing (looked in {PACKAGE_DIR}/conf and ../conf)")
+
+
+def shakespeare_path() -> Path:
+    """Tiny Shakespeare as shipped inside the package (no network needed)."""
+    return PACKAGE_DIR / "data" / "tinyshakespeare.txt"
