@@ -39,7 +39,8 @@ def log_g(x: Tensor) -> Tensor:
 class _MinimalRNN(nn.Module):
     """What minGRU and minLSTM share: candidate, h0, the three modes and the down-projection.
 
-    Subclasses define `n_gates` and `log_gates(pre) -> (log_a, log_input_gate)`.
+    Subclasses define `n_gates` and `log_gates(pre) -> (log_a, log_input_gate)`; `gates` gives the same
+    two in linear space (a subclass may compute them more directly).
     """
 
     n_gates: int
@@ -65,12 +66,14 @@ class _MinimalRNN(nn.Module):
     def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(log a, log input gate, candidate pre-activation) for x of shape (..., d_model)."""
-        hidden = self.to_hidden(x)
-        gate_pre, candidate_pre = hidden[..., : -self.d_inner], hidden[..., -self.d_inner :]
+    def gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         log_a, log_input = self.log_gates(gate_pre)
-        return log_a, log_input, candidate_pre
+        return torch.exp(log_a), torch.exp(log_input)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(gate pre-activations, candidate pre-activation) for x of shape (..., d_model)."""
+        hidden = self.to_hidden(x)
+        return hidden[..., : -self.d_inner], hidden[..., -self.d_inner :]
 
     def _candidate(self, candidate_pre: Tensor) -> Tensor:
         return g(candidate_pre) if self.log_space else candidate_pre
@@ -85,22 +88,24 @@ class _MinimalRNN(nn.Module):
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner))."""
         h0 = self.initial_state(x.shape[0], x) if state is None else state
-        log_a, log_input, candidate_pre = self._split(x)
+        gate_pre, candidate_pre = self._split(x)
         if self.scan_backend == "log" and self.log_space:
+            log_a, log_input = self.log_gates(gate_pre)
             log_h0 = None if h0 is None else torch.log(h0)
             h, h_last = log_scan(log_a, log_input + log_g(candidate_pre), log_h0)
         else:
-            b = torch.exp(log_input) * self._candidate(candidate_pre)
-            h, h_last = scan(torch.exp(log_a), b, h0, backend=self.scan_backend)
+            a, input_gate = self.gates(gate_pre)
+            h, h_last = scan(a, input_gate * self._candidate(candidate_pre), h0, backend=self.scan_backend)
         return self.to_out(h), h_last
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sequential mode, one token x_t: (B, d_model), O(1) state. Returns (y_t, new state)."""
-        log_a, log_input, candidate_pre = self._split(x_t)
-        h = torch.exp(log_input) * self._candidate(candidate_pre)
+        gate_pre, candidate_pre = self._split(x_t)
+        a, input_gate = self.gates(gate_pre)
+        h = input_gate * self._candidate(candidate_pre)
         h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
         if h_prev is not None:
-            h = h + torch.exp(log_a) * h_prev
+            h = h + a * h_prev
         return self.to_out(h), h
 
 
@@ -113,6 +118,10 @@ class MinGRU(_MinimalRNN):
         log_z = -F.softplus(-gate_pre)
         log_one_minus_z = -F.softplus(gate_pre)
         return log_one_minus_z, log_z
+
+    def gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
+        z = torch.sigmoid(gate_pre)
+        return 1 - z, z
 
 
 class MinLSTM(_MinimalRNN):

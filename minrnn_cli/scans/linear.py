@@ -36,6 +36,28 @@ def _odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
     return h
 
 
+def _reverse_odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
+    """The same scan run backwards, g_t = a_t g_{t+1} + b_t from g_T = 0, without flipping copies.
+
+    Pairs are aligned to the end: (s, s+1), (s+2, s+3), ... with s = T mod 2, so an odd first element is
+    the one left over and finished last.
+    """
+    length = b.shape[1]
+    if length == 1:
+        return b.clone()
+    start = length % 2
+    a_first, a_second = a[:, start::2], a[:, start + 1 :: 2]
+    b_first, b_second = b[:, start::2], b[:, start + 1 :: 2]
+    g = torch.empty_like(b)
+    g_first = _reverse_odd_even_scan(a_first * a_second, torch.addcmul(b_first, a_first, b_second))
+    g[:, start::2] = g_first
+    torch.addcmul(b_second[:, :-1], a_second[:, :-1], g_first[:, 1:], out=g[:, start + 1 : -1 : 2])
+    g[:, -1] = b[:, -1]
+    if start:
+        torch.addcmul(b[:, 0], a[:, 0], g[:, 1], out=g[:, 0])
+    return g
+
+
 def _fold_initial_state(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
     """b with a_0 * h0 added to its first step, so the scan can start from zero."""
     if h0 is None:
@@ -55,16 +77,16 @@ class _LinearScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h: Tensor):
         a, h, h0 = ctx.saved_tensors
-        a_next = torch.zeros_like(a)
+        a_next = torch.empty_like(a)
         a_next[:, :-1] = a[:, 1:]
-        g = _odd_even_scan(a_next.flip(1), grad_h.flip(1)).flip(1)
-        h_prev = torch.empty_like(h)
-        h_prev[:, 1:] = h[:, :-1]
+        a_next[:, -1] = 0
+        g = _reverse_odd_even_scan(a_next, grad_h)
+        grad_a = torch.empty_like(g)
+        torch.mul(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
         if h0 is None:
-            h_prev[:, 0] = 0
+            grad_a[:, 0] = 0
         else:
-            h_prev[:, 0] = h0
-        grad_a = g * h_prev
+            torch.mul(g[:, 0], h0, out=grad_a[:, 0])
         grad_h0 = None if h0 is None or not ctx.needs_input_grad[2] else a[:, 0] * g[:, 0]
         return grad_a, g, grad_h0
 
