@@ -1,0 +1,5 @@
+"""`python -m minrnn_cli ...` is `minrnn ...`."""
+
+from minrnn_cli.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""The budgets: each measurement of one (model, length) gets `budget_s` seconds, never more, and no
+cell may need more than `max_memory_bytes` (Mamba's pure-PyTorch scan needs ~9 GiB at T=1024, batch 64).
+
+Before a measurement runs, its cost per call is predicted from the same model's largest shorter length
+already measured (scaled linearly in T); a prediction over budget skips it without running. Otherwise
+one timed probe call gives the cost, and the repeats are cut to what fits (at least `min_repeats`),
+or the measurement is skipped and marked. Peak memory is predicted the same way (linear in T) from the
+largest shorter length measured; a cell predicted over the limit is not built at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Plan:
+    repeats: int  # 0 = skip
+    note: str = ""
+
+
+class Budget:
+    def __init__(self, budget_s: float, warmup: int, repeats: int, min_repeats: int,
+                 max_memory_bytes: int | None = None):
+        self.budget_s = budget_s
+        self.warmup = warmup
+        self.repeats = repeats
+        self.min_repeats = min_repeats
+        self.max_memory_bytes = max_memory_bytes
+        self._seen: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def memory_skip(self, model: str, seq_len: int) -> str | None:
+        """A skip note if the cell's predicted peak memory is over the limit, else None."""
+        guess = self.predict(model, "peak_bytes", seq_len)
+        if guess is None or self.max_memory_bytes is None or guess <= self.max_memory_bytes:
+            return None
+        return (f"skipped: ~{guess / 2**30:.3g} GiB peak predicted, over the "
+                f"{self.max_memory_bytes / 2**30:.3g} GiB memory limit")
+
+    def calls_needed(self) -> int:
+        """Calls a measurement makes at the least: probe + warm-up + min_repeats."""
+        return 1 + self.warmup + self.min_repeats
+
+    def predict(self, model: str, kind: str, seq_len: int) -> float | None:
+        """Seconds per call extrapolated from a shorter length of the same model, or None if none."""
+        seen = self._seen.get((model, kind))
+        if seen is None or seen[0] > seq_len:
+            return None
+        return seen[1] * seq_len / seen[0]
+
+    def record(self, model: str, kind: str, seq_len: int, seconds_per_call: float) -> None:
+        self._seen[(model, kind)] = (seq_len, seconds_per_call)
+
+    def before(self, model: str, kind: str, seq_len: int) -> Plan | None:
+        """A skip Plan if the prediction is already over budget, else None (go and probe)."""
+        guess = self.predict(model, kind, seq_len)
+        if guess is not None and guess * self.calls_needed() > self.budget_s:
+            return Plan(0, f"skipped: ~{guess:.3g} s/call predicted, over the {self.budget_s:g} s budget")
+        return None
+
+    def after_probe(self, probe_s: float) -> Plan:
+        """How many repeats fit in what the probe left of the budget."""
+        left = self.budget_s - probe_s
+        fit = int(left // probe_s) - self.warmup if probe_s > 0 else self.repeats
+        if fit < self.min_repeats:
+            return Plan(0, f"skipped: {probe_s:.3g} s/call, over the {self.budget_s:g} s budget")
+        repeats = min(self.repeats, fit)
+        note = "" if repeats == self.repeats else f"repeats cut to {repeats} by the budget"
+        return Plan(repeats, note)

@@ -1,0 +1,81 @@
+"""Where the numbers come from: device and dtype resolution, the fixed thread count, machine facts."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from minrnn_cli.benchmarking.config import BenchConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device; allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+def fix_threads(config: BenchConfig) -> int:
+    """Pin torch's intra-op thread count (the CPU timings depend on it) and return it."""
+    threads = config.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def memory_limit_bytes(config: BenchConfig, device: torch.device) -> int:
+    """The cell memory limit: `max_memory_gib`, else 90% of the GPU's memory or half the machine's RAM."""
+    if config.max_memory_gib is not None:
+        return int(config.max_memory_gib * 2**30)
+    if device.type == "cuda":
+        return int(0.9 * torch.cuda.get_device_properties(device).total_memory)
+    return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def machine_info(device: torch.device, threads: int) -> dict[str, object]:
+    """Facts every result file carries: hardware, software, threads."""
+    info: dict[str, object] = {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device.type,
+        "torch_threads": threads,
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "load_average_at_start": load_average(),
+    }
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        info.update(
+            gpu=properties.name,
+            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
+    return info
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine skews CPU timings, so they are recorded."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,88 @@
+"""What is timed: a stack of `depth` sequence mixers of one model at width `d_model`, fed (B, T, d_model).
+
+The stack is the mixers alone (no embedding, norm, residual, conv or MLP), the level at which the paper
+compared cells: every model gets the same depth and width, so the numbers compare the recurrences.
+Three workloads share one stack and one input:
+- `train_step`: forward, loss (MSE to a fixed random target), backward; optionally AdamW's step.
+- `prefill`: the parallel forward over all T tokens, without autograd.
+- `decode`: `decode_tokens` calls of `step`, one token each, continuing from the prefill's state
+  (mambapy's parallel path returns no state, so Mamba decodes from its zero state: same cost per token).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minrnn_cli.benchmarking.memory import tensor_bytes
+from minrnn_cli.models import build_mixer
+
+SCAN_MODELS = ("mingru", "minlstm")  # the models that take `scan_backend`
+
+
+class MixerStack(nn.Module):
+    def __init__(self, name: str, d_model: int, depth: int, scan_backend: str):
+        super().__init__()
+        options = {"scan_backend": scan_backend} if name in SCAN_MODELS else {}
+        self.layers = nn.ModuleList(build_mixer(name, d_model, **options) for _ in range(depth))
+
+    def forward(self, x: Tensor, states: list | None = None) -> tuple[Tensor, list]:
+        states = states or [None] * len(self.layers)
+        new_states = []
+        for layer, state in zip(self.layers, states, strict=True):
+            x, state = layer(x, state)
+            new_states.append(state)
+        return x, new_states
+
+    def step(self, x_t: Tensor, states: list | None = None) -> tuple[Tensor, list]:
+        states = states or [None] * len(self.layers)
+        new_states = []
+        for layer, state in zip(self.layers, states, strict=True):
+            x_t, state = layer.step(x_t, state)
+            new_states.append(state)
+        return x_t, new_states
+
+
+class Workload:
+    """One model at one shape on one device, ready to be timed."""
+
+    def __init__(self, name: str, seq_len: int, *, batch_size: int, d_model: int, depth: int,
+                 dtype: torch.dtype, device: torch.device, scan_backend: str, optimizer_step: bool,
+                 decode_tokens: int):
+        self.model = MixerStack(name, d_model, depth, scan_backend).to(device=device, dtype=dtype)
+        self.x = torch.randn(batch_size, seq_len, d_model, device=device, dtype=dtype)
+        self.target = torch.randn_like(self.x)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4) if optimizer_step else None
+        self.decode_tokens = decode_tokens
+        self._decode_start: list | None = None
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def train_step(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        y, _ = self.model(self.x)
+        F.mse_loss(y, self.target).backward()
+        if self.optimizer is not None:
+            self.optimizer.step()
+
+    def prefill(self) -> None:
+        with torch.inference_mode():
+            self.model(self.x)
+
+    def decode(self) -> None:
+        with torch.inference_mode():
+            if self._decode_start is None:
+                _, self._decode_start = self.model(self.x)
+            states = self._decode_start
+            for t in range(self.decode_tokens):
+                _, states = self.model.step(self.x[:, t % self.x.shape[1]], states)
+
+    def resident_bytes(self) -> int:
+        """Tensor bytes held between steps (gradients excluded: each step starts with them freed)."""
+        tensors = [*self.model.parameters(), *self.model.buffers(), self.x, self.target]
+        if self.optimizer is not None:
+            for state in self.optimizer.state.values():
+                tensors.extend(v for v in state.values() if torch.is_tensor(v))
+        return tensor_bytes(tensors)

@@ -1,0 +1,39 @@
+"""The run's own records in its output folder: metrics.jsonl (one JSON object per logged step, appended
+as training goes) and results.json (the final summary, written once at the end)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+
+
+class MetricsLog:
+    """Appends `{"step": N, ...metrics}` lines to metrics.jsonl and forwards them to W&B when a run is open."""
+
+    def __init__(self, run_dir: Path, wandb_run=None):
+        self.path = run_dir / METRICS_FILE
+        self.wandb_run = wandb_run
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_results(run_dir: Path, results: dict) -> Path:
+    path = run_dir / RESULTS_FILE
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / RESULTS_FILE).read_text())

@@ -1,0 +1,96 @@
+"""Checkpoints: everything needed to continue a run exactly (model, optimiser, scheduler, step, RNG
+states) plus the config and the task's vocabulary, so `eval` and `generate` need nothing else.
+
+Files are written to a temporary name and renamed, so an interrupted save never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from minrnn_cli.errors import UserError
+
+FORMAT = "minrnn-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step", "config", "rng")
+
+
+def rng_states(batch_generator: torch.Generator) -> dict:
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "batches": batch_generator.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict, batch_generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    batch_generator.set_state(states["batches"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best: dict | None, config,
+                    vocabulary: dict, batch_generator: torch.Generator) -> None:
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "best": best,
+        "config": OmegaConf.to_container(config, resolve=True),
+        "vocabulary": vocabulary,
+        "rng": rng_states(batch_generator),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents; a missing, corrupt or foreign file is a one-line UserError."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"checkpoint {path} is not readable ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} is not a minrnn checkpoint")
+    if payload.get("version") != VERSION or any(key not in payload for key in REQUIRED_KEYS):
+        raise UserError(f"checkpoint {path} has an incompatible format (version {payload.get('version')}, "
+                        f"this minrnn reads version {VERSION})")
+    return payload
+
+
+def load_model_state(model, payload: dict, path: str | Path) -> None:
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise UserError(f"checkpoint {path} does not fit the model in its config ({first})") from None
+
+
+def find_latest(root: Path, filename: str, model: str | None = None, task: str | None = None) -> Path | None:
+    """The newest `checkpoints/<filename>` under root, optionally of the given model and task names."""
+    candidates = sorted(root.glob(f"**/checkpoints/{filename}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in candidates:
+        if model is None and task is None:
+            return candidate
+        config_file = candidate.parent.parent / ".hydra" / "config.yaml"
+        if not config_file.is_file():
+            continue
+        config = OmegaConf.load(config_file)
+        if config.get("model", {}).get("name") == model and config.get("task", {}).get("name") == task:
+            return candidate
+    return None

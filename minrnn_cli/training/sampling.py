@@ -1,0 +1,22 @@
+"""Text sampling from a character language model (step mode: O(1) state per token for recurrent models)."""
+
+from __future__ import annotations
+
+import torch
+
+from minrnn_cli.errors import UserError
+
+
+def sample_text(model, chars: list[str], prompt: str, max_new_tokens: int, temperature: float,
+                top_k: int | None, seed: int, device: torch.device) -> str:
+    index = {char: i for i, char in enumerate(chars)}
+    unknown = sorted({char for char in prompt if char not in index})
+    if unknown:
+        raise UserError(f"prompt has characters outside the model's vocabulary: {''.join(unknown)!r}")
+    if not prompt:
+        raise UserError("prompt is empty: give at least one character, e.g. prompt='ROMEO:'")
+    idx = torch.tensor([[index[char] for char in prompt]], device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    model.eval()
+    out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
+    return "".join(chars[i] for i in out[0].tolist())

@@ -1,0 +1,178 @@
+"""`minrnn bench`'s harness on a tiny grid: files, columns, budget marks, bad input. No timing asserted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+import torch
+from rich.console import Console
+
+from minrnn_cli.benchmarking import BenchConfig, run_bench
+from minrnn_cli.benchmarking.__main__ import main, parse_args, parse_value
+from minrnn_cli.benchmarking.budget import Budget
+from minrnn_cli.benchmarking.memory import peak_bytes
+from minrnn_cli.benchmarking.report import COLUMNS
+from minrnn_cli.benchmarking.timing import time_repeats
+
+TINY = dict(models=["mingru", "gru", "gru_loop"], seq_len=[8, 16], batch_size=2, d_model=8, warmup=0,
+            repeats=1, min_repeats=1, decode_tokens=2)
+
+
+def _quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), width=200)  # noqa: SIM115
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = run_bench(BenchConfig.from_mapping(TINY), out, command="test", console=_quiet())
+    return result, out
+
+
+def test_tiny_grid_writes_csv_json_markdown_and_png(tiny_run):
+    _, out = tiny_run
+    with (out / "bench.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == COLUMNS
+    assert [(r["model"], r["seq_len"]) for r in rows] == [
+        (model, str(length)) for length in (8, 16) for model in ("mingru", "gru", "gru_loop")
+    ]
+    assert all(r["train_step_status"] == "ok" and float(r["train_step_ms"]) > 0 for r in rows)
+    assert all(float(r["peak_memory_mib"]) > 0 for r in rows)
+    mingru = rows[0]
+    for column in ("train_step_speedup_vs_fused", "train_step_speedup_vs_loop", "memory_vs_fused",
+                   "memory_vs_loop", "prefill_speedup_vs_loop", "decode_token_speedup_vs_fused"):
+        assert float(mingru[column]) > 0
+    assert rows[1]["train_step_speedup_vs_fused"] == ""  # baselines get no speedup of their own
+
+    document = json.loads((out / "bench.json").read_text())
+    machine = document["meta"]["machine"]
+    for key in ("cpu", "device", "torch", "torch_threads"):
+        assert machine[key]
+    assert document["meta"]["config"]["dtype"] == "float32"
+    assert "profiler" in document["meta"]["memory_method"]
+    assert len(document["rows"]) == 6
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| T | model | step ms |" in (out / "bench.md").read_text()
+
+
+def test_budget_skips_and_marks_cells(tmp_path):
+    config = BenchConfig.from_mapping({**TINY, "models": ["gru_loop"], "seq_len": [8], "budget_s": 1e-9})
+    result = run_bench(config, tmp_path, command="test", console=_quiet())
+    row = result.rows()[0]
+    assert row["train_step_status"] == row["prefill_status"] == row["decode_token_status"] == "skipped"
+    assert row["train_step_ms"] is None and row["peak_memory_mib"] is None
+    assert "budget" in row["notes"] and "memory: not measured" in row["notes"]
+
+
+def test_budget_extrapolates_from_shorter_lengths_and_cuts_repeats():
+    budget = Budget(budget_s=10.0, warmup=1, repeats=10, min_repeats=2)
+    assert budget.before("gru_loop", "train_step", 64) is None  # nothing known yet: probe it
+    budget.record("gru_loop", "train_step", 64, 1.0)
+    assert budget.before("gru_loop", "train_step", 128) is None  # ~2 s x 4 calls fits in 10 s
+    skip = budget.before("gru_loop", "train_step", 256)  # ~4 s x 4 calls does not
+    assert skip is not None and skip.repeats == 0 and "budget" in skip.note
+    plan = budget.after_probe(1.5)  # 8.5 s left: 5 calls, one of them warm-up
+    assert plan.repeats == 4 and "cut" in plan.note
+    assert budget.after_probe(4.0).repeats == 0
+
+
+def test_memory_limit_skips_cells_predicted_over_it():
+    budget = Budget(budget_s=10.0, warmup=0, repeats=1, min_repeats=1, max_memory_bytes=3 * 2**30)
+    assert budget.memory_skip("mamba", 256) is None  # nothing known yet
+    budget.record("mamba", "peak_bytes", 256, 1 * 2**30)
+    assert budget.memory_skip("mamba", 512) is None  # ~2 GiB
+    note = budget.memory_skip("mamba", 1024)  # ~4 GiB
+    assert note is not None and "memory limit" in note
+
+
+def test_cpu_peak_memory_counts_the_largest_live_set():
+    def fn():
+        big = torch.empty(1_000_000)  # 4 MB
+        del big
+        small = torch.empty(250_000)  # 1 MB
+        return small.sum()
+
+    peak = peak_bytes(fn, torch.device("cpu"), resident_bytes=123)
+    assert 4_000_123 <= peak < 4_000_123 + 500_000
+
+
+def test_time_repeats_reports_median_min_max():
+    timing = time_repeats(lambda: torch.randn(100).sum(), torch.device("cpu"), warmup=1, repeats=3)
+    assert timing.repeats == 3 and 0 < timing.min_s <= timing.median_s <= timing.max_s
+
+
+def test_key_value_parser():
+    assert parse_value("[64, 128]") == [64, 128]
+    assert parse_value("[mingru,gru]") == ["mingru", "gru"]
+    assert parse_value("true") is True and parse_value("null") is None and parse_value("0.5") == 0.5
+    settings, out = parse_args(["seq_len=512", "models=[mingru]", "out=/tmp/x"])
+    assert settings == {"seq_len": 512, "models": ["mingru"]} and str(out) == "/tmp/x"
+    assert BenchConfig.from_mapping(settings).seq_len == [512]
+
+
+@pytest.mark.parametrize(
+    ("arg", "named"),
+    [
+        ("models=[mingru,nope]", "'nope'"),
+        ("seq_len=0", "seq_len=0"),
+        ("dtype=float8", "'float8'"),
+        ("device=tpu", "'tpu'"),
+        ("batchsize=2", "'batchsize'"),
+        ("seq_len=[1,2", "unbalanced"),
+        ("repeats=many", "'many'"),
+        ("512", "key=value"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_value(arg, named, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main([arg])
+    message = str(raised.value.code)
+    assert named in message and "\n" not in message
+    assert message.startswith("minrnn bench: ")
+
+
+def test_unknown_choice_lists_the_allowed_values():
+    with pytest.raises(ValueError, match="allowed: .*mingru.*gru_loop"):
+        BenchConfig.from_mapping({"models": ["minrnn"]})
+    with pytest.raises(ValueError, match="allowed: float32, bfloat16"):
+        BenchConfig.from_mapping({"dtype": "fp8"})
+
+
+def test_conf_bench_yaml_matches_the_dataclass():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from minrnn_cli.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        cfg = compose(config_name="bench")
+    assert BenchConfig.from_mapping(OmegaConf.to_container(cfg)) == BenchConfig()
+    assert set(cfg) == set(asdict(BenchConfig()))
+
+
+def test_bench_job_rejects_bad_settings_in_one_line(capsys):
+    from omegaconf import OmegaConf
+
+    from minrnn_cli.benchmarking.command import bench_job
+
+    with pytest.raises(SystemExit) as raised:
+        bench_job(OmegaConf.create({"seq_len": [512], "models": ["lstm", "transformr"]}))
+    assert raised.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert "'transformr'" in err and "allowed:" in err and len(err.splitlines()) == 1
+
+
+def test_the_bench_imports_torch_but_not_hydra_wandb_or_datasets():
+    code = (
+        "import sys, minrnn_cli.benchmarking.__main__, minrnn_cli.benchmarking.plot;"
+        "print(sorted(m for m in ('hydra', 'omegaconf', 'wandb', 'datasets', 'typer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
