@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minrnn_cli.scans import log_scan, resolve_backend, scan
+from minrnn_cli.scans.gated import mingru_scan
 
 
 def g(x: Tensor) -> Tensor:
@@ -94,9 +95,13 @@ class _MinimalRNN(nn.Module):
             log_h0 = None if h0 is None else torch.log(h0)
             h, h_last = log_scan(log_a, log_input + log_g(candidate_pre), log_h0)
         else:
-            a, input_gate = self.gates(gate_pre)
-            h, h_last = scan(a, input_gate * self._candidate(candidate_pre), h0, backend=self.scan_backend)
+            h, h_last = self._recurrence(gate_pre, candidate_pre, h0)
         return self.to_out(h), h_last
+
+    def _recurrence(self, gate_pre: Tensor, candidate_pre: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(h, h_last) of the linear-space recurrence built from the pre-activations."""
+        a, input_gate = self.gates(gate_pre)
+        return scan(a, input_gate * self._candidate(candidate_pre), h0, backend=self.scan_backend)
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sequential mode, one token x_t: (B, d_model), O(1) state. Returns (y_t, new state)."""
@@ -122,6 +127,16 @@ class MinGRU(_MinimalRNN):
     def gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         z = torch.sigmoid(gate_pre)
         return 1 - z, z
+
+    def _recurrence(self, gate_pre: Tensor, candidate_pre: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The linear backend takes the fused path: gates and scan in one autograd function."""
+        if self.scan_backend != "linear":
+            return super()._recurrence(gate_pre, candidate_pre, h0)
+        dtype = candidate_pre.dtype
+        compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        h0 = None if h0 is None else h0.to(compute)
+        h, h_last = mingru_scan(gate_pre.to(compute), candidate_pre.to(compute), h0, self.log_space)
+        return h.to(dtype), h_last.to(dtype)
 
 
 class MinLSTM(_MinimalRNN):
