@@ -19,6 +19,8 @@ from pathlib import Path
 import typer
 
 from minrnn_cli.errors import UserError
+from minrnn_cli.hydra_errors import check_run_flags, one_line_hydra_errors
+from minrnn_cli.job_failures import USER_ERROR_EXIT, UserAbort
 from minrnn_cli.paths import config_dir
 
 
@@ -140,6 +142,19 @@ def load_task_function(spec: str) -> Callable:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+@dataclass(frozen=True)
+class TaskFunction:
+    """The job Hydra runs: imports the command's function only when it runs (a module-level class, so the
+    joblib and submitit launchers can pickle it)."""
+
+    spec: str  # "module:function"
+
+    def __call__(self, cfg):
+        from minrnn_cli.job_failures import run_job
+
+        return run_job(load_task_function(self.spec), cfg)
+
+
 def run_with_hydra(command: Command, tokens: list[str], multirun: bool) -> None:
     import hydra.version
     from hydra._internal.utils import _run_hydra, get_args_parser
@@ -148,10 +163,17 @@ def run_with_hydra(command: Command, tokens: list[str], multirun: bool) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="minrnn-config-")) if command.runs_nothing else None
     try:
         parser = get_args_parser()
-        args = parser.parse_intermixed_args(hydra_argv(tokens, multirun, command, scratch))
+        argv = hydra_argv(tokens, multirun, command, scratch)
+        if command.name == "train":
+            from minrnn_cli.training.distributed import torchrun_overrides
+
+            argv += torchrun_overrides(tokens, multirun)  # under torchrun: all ranks share rank 0's run folder
+        args = parser.parse_intermixed_args(argv)
+        check_run_flags(args)
         check_group_choices(args.overrides, args.config_dir)
-        _run_hydra(args=args, args_parser=parser, task_function=load_task_function(command.task_function),
-                   config_path=str(config_dir()), config_name=command.config_name)
+        with one_line_hydra_errors():
+            _run_hydra(args=args, args_parser=parser, task_function=TaskFunction(command.task_function),
+                       config_path=str(config_dir()), config_name=command.config_name)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -174,9 +196,9 @@ def add_command(command: Command) -> None:
     ) -> None:
         try:
             run_with_hydra(command, overrides or [], multirun)
-        except UserError as error:
+        except (UserError, UserAbort) as error:
             typer.echo(str(error), err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(error, "exit_code", USER_ERROR_EXIT)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -190,6 +212,25 @@ def add_command(command: Command) -> None:
 
 for _command in COMMANDS:
     add_command(_command)
+
+
+@app.command("report")
+def report(
+    paths: list[Path] | None = typer.Argument(None, help="Run or multirun folders (default: outputs)."),
+    out: Path = typer.Option(Path("outputs/report"), "--out", "-o", help="Where report.md/.csv and curves go."),
+) -> None:
+    """Collect every results.json under PATHS into one table beside the paper's figures (rich, Markdown, CSV)
+    and save each run's loss/accuracy curves as PNG.
+
+    Example: minrnn report outputs/multirun/<sweep> --out outputs/report
+    """
+    from minrnn_cli.reporting.command import write_report
+
+    try:
+        write_report(paths or [Path("outputs")], out)
+    except UserError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from minrnn_cli.benchmarking.budget import Budget
 from minrnn_cli.benchmarking.memory import peak_bytes
 from minrnn_cli.benchmarking.report import COLUMNS
 from minrnn_cli.benchmarking.timing import time_repeats
+from minrnn_cli.benchmarking.workload import Workload
 
 TINY = dict(models=["mingru", "gru", "gru_loop"], seq_len=[8, 16], batch_size=2, d_model=8, warmup=0,
             repeats=1, min_repeats=1, decode_tokens=2)
@@ -27,11 +28,29 @@ def _quiet() -> Console:
     return Console(file=open("/dev/null", "w"), width=200)  # noqa: SIM115
 
 
+# Runs the bench as `python -m minrnn_cli.benchmarking` would, with hydra, omegaconf, wandb, datasets and
+# typer made unimportable (None in sys.modules), as on a machine that has torch, rich and matplotlib only.
+TORCH_ONLY_RUN = """
+import runpy, sys
+for name in ("hydra", "omegaconf", "wandb", "datasets", "typer"):
+    sys.modules[name] = None
+sys.argv = ["minrnn_cli.benchmarking", *sys.argv[1:]]
+runpy.run_module("minrnn_cli.benchmarking", run_name="__main__")
+"""
+
+
+def _arg(key: str, value: object) -> str:
+    text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+    return f"{key}={text}"
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = run_bench(BenchConfig.from_mapping(TINY), out, command="test", console=_quiet())
-    return result, out
+    args = [_arg(key, value) for key, value in TINY.items()] + [f"out={out}", "threads=1"]
+    done = subprocess.run([sys.executable, "-c", TORCH_ONLY_RUN, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, out
 
 
 def test_tiny_grid_writes_csv_json_markdown_and_png(tiny_run):
@@ -51,10 +70,14 @@ def test_tiny_grid_writes_csv_json_markdown_and_png(tiny_run):
         assert float(mingru[column]) > 0
     assert rows[1]["train_step_speedup_vs_fused"] == ""  # baselines get no speedup of their own
 
+    assert all(r["device"] == "cpu" and r["threads"] == "1" and r["torch"] == torch.__version__ and r["hardware"]
+               and r["dtype"] == "float32" and r["batch_size"] == "2" and r["d_model"] == "8" for r in rows)
+
     document = json.loads((out / "bench.json").read_text())
     machine = document["meta"]["machine"]
     for key in ("cpu", "device", "torch", "torch_threads"):
         assert machine[key]
+    assert machine["torch_threads"] == 1
     assert document["meta"]["config"]["dtype"] == "float32"
     assert "profiler" in document["meta"]["memory_method"]
     assert len(document["rows"]) == 6
@@ -81,6 +104,8 @@ def test_budget_extrapolates_from_shorter_lengths_and_cuts_repeats():
     plan = budget.after_probe(1.5)  # 8.5 s left: 5 calls, one of them warm-up
     assert plan.repeats == 4 and "cut" in plan.note
     assert budget.after_probe(4.0).repeats == 0
+    assert budget.fits_once("gru_loop", "train_step", 512)  # ~8 s: one call (a memory measurement) fits
+    assert not budget.fits_once("gru_loop", "train_step", 1024)
 
 
 def test_memory_limit_skips_cells_predicted_over_it():
@@ -169,10 +194,41 @@ def test_bench_job_rejects_bad_settings_in_one_line(capsys):
     assert "'transformr'" in err and "allowed:" in err and len(err.splitlines()) == 1
 
 
-def test_the_bench_imports_torch_but_not_hydra_wandb_or_datasets():
-    code = (
-        "import sys, minrnn_cli.benchmarking.__main__, minrnn_cli.benchmarking.plot;"
-        "print(sorted(m for m in ('hydra', 'omegaconf', 'wandb', 'datasets', 'typer') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+def test_the_torch_only_run_prints_the_tables(tiny_run):
+    stdout, _ = tiny_run
+    assert "Training step (forward + loss + backward)" in stdout and "Inference: parallel prefill" in stdout
+
+
+def test_a_first_length_too_long_for_the_budget_is_predicted_and_skipped_not_run(tmp_path):
+    """No shorter length to extrapolate from: a 64-token calibration call predicts T=200000 and skips it."""
+    config = BenchConfig.from_mapping({**TINY, "models": ["gru_loop"], "seq_len": [200_000], "budget_s": 0.5,
+                                       "batch_size": 1, "d_model": 4, "memory": False})
+    result = run_bench(config, tmp_path, command="test", console=_quiet())
+    row = result.rows()[0]
+    assert row["train_step_status"] == row["prefill_status"] == "skipped"
+    assert "predicted" in row["notes"]
+    assert row["decode_token_status"] == "ok" and "zero state" in row["notes"]  # per token, T does not matter
+
+
+def test_decoding_starts_from_the_untimed_prefill_state_and_runs_only_steps():
+    workload = Workload("mingru", 6, batch_size=2, d_model=4, depth=2, dtype=torch.float32,
+                        device=torch.device("cpu"), scan_backend="auto", optimizer_step=False, decode_tokens=3)
+    workload.prepare_decode(from_prefill=True)
+    with torch.no_grad():
+        _, expected = workload.model(workload.x)
+    assert all(torch.allclose(a, b) for a, b in zip(workload._decode_start, expected, strict=True))
+
+    def no_parallel_call(*args, **kwargs):
+        raise AssertionError("decode ran the parallel forward")
+
+    workload.model.forward = no_parallel_call
+    workload.decode()
+
+
+def test_multirun_sweeps_lengths_through_hydra(tmp_path):
+    args = ["-m", "seq_len=4,8", "models=[mingru]", "batch_size=1", "d_model=4", "warmup=0", "repeats=1",
+            "min_repeats=1", "inference=false", "memory=false", "plot=false", f"hydra.sweep.dir={tmp_path}"]
+    done = subprocess.run([sys.executable, "-m", "minrnn_cli", "bench", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lengths = [json.loads((tmp_path / str(job) / "bench.json").read_text())["rows"][0]["seq_len"] for job in (0, 1)]
+    assert lengths == [4, 8]

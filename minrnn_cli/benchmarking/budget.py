@@ -2,15 +2,20 @@
 cell may need more than `max_memory_bytes` (Mamba's pure-PyTorch scan needs ~9 GiB at T=1024, batch 64).
 
 Before a measurement runs, its cost per call is predicted from the same model's largest shorter length
-already measured (scaled linearly in T); a prediction over budget skips it without running. Otherwise
+already measured (scaled linearly in T), or, when there is none, from one call on the first
+`CALIBRATION_LEN` tokens; a prediction over budget skips it without running the long call. Otherwise
 one timed probe call gives the cost, and the repeats are cut to what fits (at least `min_repeats`),
-or the measurement is skipped and marked. Peak memory is predicted the same way (linear in T) from the
-largest shorter length measured; a cell predicted over the limit is not built at all.
+or the measurement is skipped and marked. The training step's peak memory needs one call only, so it
+is measured whenever one call is predicted to fit the budget, even where the timing did not. Peak memory
+is predicted the same way (linear in T) from the largest shorter length measured; a cell predicted over
+the limit is not built at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+CALIBRATION_LEN = 64  # tokens of the calibration call that predicts a first, longer length
 
 
 @dataclass
@@ -47,6 +52,11 @@ class Budget:
         if seen is None or seen[0] > seq_len:
             return None
         return seen[1] * seq_len / seen[0]
+
+    def fits_once(self, model: str, kind: str, seq_len: int) -> bool:
+        """Whether one call is predicted to fit in the budget (enough for a memory measurement)."""
+        guess = self.predict(model, kind, seq_len)
+        return guess is not None and guess <= self.budget_s
 
     def record(self, model: str, kind: str, seq_len: int, seconds_per_call: float) -> None:
         self._seen[(model, kind)] = (seq_len, seconds_per_call)

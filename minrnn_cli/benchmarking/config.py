@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEVICES = ("auto", "cpu", "cuda")
-SCAN_BACKENDS = ("auto", "linear", "log", "sequential")
+SCAN_BACKENDS = ("auto", "linear", "log", "sequential", "triton")
 # The paper's grid (Fig. 1): powers of two from 64 to 4096.
 PAPER_SEQ_LENS = (64, 128, 256, 512, 1024, 2048, 4096)
 

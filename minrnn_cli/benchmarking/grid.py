@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from minrnn_cli.benchmarking import memory
-from minrnn_cli.benchmarking.budget import Budget
+from minrnn_cli.benchmarking.budget import CALIBRATION_LEN, Budget
 from minrnn_cli.benchmarking.config import BenchConfig
 from minrnn_cli.benchmarking.timing import Timing, time_once, time_repeats
 from minrnn_cli.benchmarking.workload import Workload
@@ -71,19 +71,28 @@ def _measure_cell(model: str, seq_len: int, config: BenchConfig, device: torch.d
         return cell
     cell.n_params = workload.n_params()
     calls = {"train_step": workload.train_step, "prefill": workload.prefill, "decode_token": workload.decode}
+    calibrations = {"train_step": workload.train_step, "prefill": workload.prefill}
     for kind in KINDS:
         if kind != "train_step" and not config.inference:
             cell.measurements[kind] = Measurement("off")
             continue
-        measured = _measure(calls[kind], model, kind, seq_len, device, budget)
+        if kind == "decode_token":
+            from_prefill = cell.measurements["prefill"].status == "ok"
+            workload.prepare_decode(from_prefill)
+        measured = _measure(calls[kind], model, kind, seq_len, device, budget, calibrations.get(kind))
         if kind == "decode_token" and measured.timing is not None:
             measured.timing = measured.timing.scaled(config.decode_tokens)
+            if not from_prefill:
+                measured.note = "; ".join(filter(None, [measured.note, "decoded from the zero state"]))
         cell.measurements[kind] = measured
+    train_status = cell.measurements["train_step"].status
     if not config.memory:
         cell.memory_note = "off"
-    elif cell.measurements["train_step"].status != "ok":
-        cell.memory_note = f"not measured: training step {cell.measurements['train_step'].status}"
+    elif train_status == "error" or not (train_status == "ok" or budget.fits_once(model, "train_step", seq_len)):
+        cell.memory_note = f"not measured: training step {train_status}"
     else:
+        if train_status != "ok":
+            cell.memory_note = "from one training step (its timing did not fit the budget)"
         workload.model.zero_grad(set_to_none=True)
         try:
             cell.peak_bytes = memory.peak_bytes(workload.train_step, device, workload.resident_bytes())
@@ -98,11 +107,19 @@ def _measure_cell(model: str, seq_len: int, config: BenchConfig, device: torch.d
 
 
 def _measure(fn: Callable[[], object], model: str, kind: str, seq_len: int, device: torch.device,
-             budget: Budget) -> Measurement:
-    skip = budget.before(model, kind, seq_len)
-    if skip is not None:
-        return Measurement("skipped", note=skip.note)
+             budget: Budget, calibrate: Callable[[int], object] | None = None) -> Measurement:
+    """Time `fn` within the budget: skip on a prediction, else probe once, then warm up and repeat.
+
+    With nothing shorter measured yet, `calibrate(CALIBRATION_LEN)` (the same call on a prefix) is timed
+    first, so even the first length of a grid is predicted before a possibly very long call is made.
+    """
     try:
+        if calibrate is not None and seq_len > CALIBRATION_LEN and budget.predict(model, kind, seq_len) is None:
+            calibrate(CALIBRATION_LEN)  # first-call costs (allocator, kernel selection) stay out of the figure
+            budget.record(model, kind, CALIBRATION_LEN, time_once(lambda: calibrate(CALIBRATION_LEN), device))
+        skip = budget.before(model, kind, seq_len)
+        if skip is not None:
+            return Measurement("skipped", note=skip.note)
         probe_s = time_once(fn, device)
         plan = budget.after_probe(probe_s)
         budget.record(model, kind, seq_len, probe_s)

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib import ticker  # noqa: E402
 
 from minrnn_cli.benchmarking import paper  # noqa: E402
 from minrnn_cli.benchmarking.report import BenchResult  # noqa: E402
@@ -55,7 +56,8 @@ def save_figure(result: BenchResult, path: Path) -> Path:
     _style(ratio_ax, "Peak-memory ratio", "ratio")
 
     machine, config = result.meta["machine"], result.meta["config"]
-    where = machine.get("gpu") or f"{machine['cpu']}, {machine['torch_threads']} threads"
+    threads = machine["torch_threads"]
+    where = machine.get("gpu") or f"{machine['cpu']}, {threads} torch thread{'s' if threads != 1 else ''}"
     fig.suptitle(f"minrnn bench on {where}: batch {config['batch_size']}, width {config['d_model']}, "
                  f"depth {config['depth']}, {config['dtype']}, torch {machine['torch']}", fontsize=11)
     fig.tight_layout()
@@ -83,6 +85,7 @@ def _paper_points(ax, model: str, points: dict[int, float], suffix: str = "") ->
 def _style(ax, title: str, ylabel: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_xlabel("sequence length T")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

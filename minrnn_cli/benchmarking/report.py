@@ -18,7 +18,8 @@ RATIO_COLUMNS = [
     "memory_vs_fused", "memory_vs_loop", "memory_vs_mingru",
 ]
 COLUMNS = [
-    "model", "seq_len", "batch_size", "d_model", "depth", "dtype", "device", "n_params",
+    "model", "seq_len", "batch_size", "d_model", "depth", "dtype", "device", "hardware", "threads", "torch",
+    "n_params",
     *(f"{kind}_{part}" for kind in KINDS
       for part in ("ms", "min_ms", "max_ms", "repeats", "status")),
     "peak_memory_mib", *RATIO_COLUMNS, "notes",
@@ -32,13 +33,14 @@ class BenchResult:
 
     def rows(self) -> list[dict[str, object]]:
         ratios = comparisons(self.cells)
-        config = self.meta["config"]
+        config, machine = self.meta["config"], self.meta["machine"]
         rows = []
         for cell in self.cells:
             row: dict[str, object] = {
                 "model": cell.model, "seq_len": cell.seq_len, "batch_size": config["batch_size"],
                 "d_model": config["d_model"], "depth": config["depth"], "dtype": config["dtype"],
-                "device": self.meta["machine"]["device"], "n_params": cell.n_params,
+                "device": machine["device"], "hardware": machine.get("gpu") or machine["cpu"],
+                "threads": machine["torch_threads"], "torch": machine["torch"], "n_params": cell.n_params,
             }
             notes = []
             for kind in KINDS:
@@ -122,7 +124,8 @@ def markdown(result: BenchResult) -> str:
         "",
         f"Machine: {machine['cpu']} ({machine['cpu_count']} CPUs), device {machine['device']}"
         + (f" ({machine['gpu']})" if "gpu" in machine else "")
-        + f", torch {machine['torch']}, {machine['torch_threads']} torch threads.",
+        + f", torch {machine['torch']}, {machine['torch_threads']} torch threads; load average (1/5/15 min) "
+        f"{machine['load_average_at_start']} at the start, {machine.get('load_average_at_end')} at the end.",
         f"Shapes: batch {config['batch_size']}, width {config['d_model']}, depth {config['depth']}, "
         f"dtype {config['dtype']}; warm-up {config['warmup']}, repeats {config['repeats']} "
         f"(the budget may cut them to {config['min_repeats']}: see the CSV's *_repeats), "

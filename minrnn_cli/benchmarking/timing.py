@@ -1,4 +1,4 @@
-"""Wall-clock timing of one callable: warm-up, then N repeats summarised by median, min and max.
+"""Wall-clock timing: warm-up, then N repeats summarised by median, min and max, several calls interleaved.
 
 On CUDA each repeat is bracketed by CUDA events and waited on, so asynchronous kernel launches are
 counted in full; on CPU `time.perf_counter` brackets the call (CPU ops run synchronously).
@@ -6,6 +6,7 @@ counted in full; on CPU `time.perf_counter` brackets the call (CPU ops run synch
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -43,8 +44,37 @@ def time_once(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - begin
 
 
-def time_repeats(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> Timing:
-    for _ in range(warmup):
-        fn()
-    samples = [time_once(fn, device) for _ in range(repeats)]
-    return Timing(statistics.median(samples), min(samples), max(samples), repeats)
+def time_interleaved(calls: dict[str, Callable[[], object]], repeats: dict[str, int], device: torch.device,
+                     warmup: int) -> dict[str, Timing | RuntimeError]:
+    """Time several calls side by side: `warmup` untimed calls of each, then round after round of one timed
+    call of each, until each has its `repeats`. Interleaving spreads any drift in the machine's load
+    (other jobs on a shared CPU) evenly over the models compared. Python's cyclic GC is paused while
+    timing, as timeit does. A call that raises is dropped from the rounds and its error returned.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    failed: dict[str, RuntimeError] = {}
+    for name, fn in calls.items():
+        try:
+            for _ in range(warmup):
+                fn()
+        except RuntimeError as error:
+            failed[name] = error
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for round_ in range(max(repeats.values(), default=0)):
+            for name, fn in calls.items():
+                if name in failed or round_ >= repeats[name]:
+                    continue
+                try:
+                    samples[name].append(time_once(fn, device))
+                except RuntimeError as error:
+                    failed[name] = error
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: failed.get(name) or _summary(samples[name]) for name in calls}
+
+
+def _summary(samples: list[float]) -> Timing:
+    return Timing(statistics.median(samples), min(samples), max(samples), len(samples))

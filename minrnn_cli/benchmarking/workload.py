@@ -5,8 +5,11 @@ compared cells: every model gets the same depth and width, so the numbers compar
 Three workloads share one stack and one input:
 - `train_step`: forward, loss (MSE to a fixed random target), backward; optionally AdamW's step.
 - `prefill`: the parallel forward over all T tokens, without autograd.
-- `decode`: `decode_tokens` calls of `step`, one token each, continuing from the prefill's state
-  (mambapy's parallel path returns no state, so Mamba decodes from its zero state: same cost per token).
+- `decode`: `decode_tokens` calls of `step`, one token each, continuing from the state `prepare_decode`
+  left (the prefill's, computed untimed; mambapy's parallel path returns no state, so Mamba decodes from
+  its zero state: same cost per token for a recurrent model).
+`train_step` and `prefill` take an optional shorter `length` (a prefix of the input): the budget's
+calibration call, which predicts a long sequence's cost without running it.
 """
 
 from __future__ import annotations
@@ -55,26 +58,32 @@ class Workload:
         self.target = torch.randn_like(self.x)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4) if optimizer_step else None
         self.decode_tokens = decode_tokens
-        self._decode_start: list | None = None
+        self._decode_start: list | None = None  # None: the zero state
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def train_step(self) -> None:
+    def train_step(self, length: int | None = None) -> None:
         self.model.zero_grad(set_to_none=True)
-        y, _ = self.model(self.x)
-        F.mse_loss(y, self.target).backward()
+        y, _ = self.model(self.x[:, :length])
+        F.mse_loss(y, self.target[:, :length]).backward()
         if self.optimizer is not None:
             self.optimizer.step()
 
-    def prefill(self) -> None:
+    def prefill(self, length: int | None = None) -> None:
         with torch.inference_mode():
-            self.model(self.x)
+            self.model(self.x[:, :length])
+
+    def prepare_decode(self, from_prefill: bool) -> None:
+        """The state decoding starts from: the prefill's (one untimed parallel call) or the zero state."""
+        if from_prefill:
+            with torch.inference_mode():
+                _, self._decode_start = self.model(self.x)
+        else:
+            self._decode_start = None
 
     def decode(self) -> None:
         with torch.inference_mode():
-            if self._decode_start is None:
-                _, self._decode_start = self.model(self.x)
             states = self._decode_start
             for t in range(self.decode_tokens):
                 _, states = self.model.step(self.x[:, t % self.x.shape[1]], states)

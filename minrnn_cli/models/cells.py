@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from minrnn_cli.scans import log_scan, resolve_backend, scan
 from minrnn_cli.scans.gated import mingru_scan
+from minrnn_cli.scans.triton_scan import fused_cell_scan
 
 
 def g(x: Tensor) -> Tensor:
@@ -45,6 +46,8 @@ class _MinimalRNN(nn.Module):
     """
 
     n_gates: int
+    kernel_cell: str  # the cell's name for the fused Triton kernel
+    normalize = False  # minLSTM's gate normalisation (minGRU has none)
 
     def __init__(
         self,
@@ -60,6 +63,7 @@ class _MinimalRNN(nn.Module):
             raise ValueError(f"expansion={expansion} gives an inner width below 1 for d_model={d_model}")
         self.log_space = log_space
         self.scan_backend = resolve_backend(scan_backend)
+        self.backend_choice = scan_backend  # `auto` takes the fused Triton kernel per call, on CUDA
         self.to_hidden = nn.Linear(d_model, (self.n_gates + 1) * self.d_inner)
         self.to_out = nn.Linear(self.d_inner, d_model) if self.d_inner != d_model else nn.Identity()
         self.h0 = nn.Parameter(torch.randn(self.d_inner)) if learned_h0 else None
@@ -89,6 +93,9 @@ class _MinimalRNN(nn.Module):
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner))."""
         h0 = self.initial_state(x.shape[0], x) if state is None else state
+        if resolve_backend(self.backend_choice, x.device) == "triton":  # gates computed inside the kernel
+            h = fused_cell_scan(self.to_hidden(x), h0, self.kernel_cell, self.log_space, self.normalize)
+            return self.to_out(h), h[:, -1]
         gate_pre, candidate_pre = self._split(x)
         if self.scan_backend == "log" and self.log_space:
             log_a, log_input = self.log_gates(gate_pre)
@@ -118,6 +125,7 @@ class MinGRU(_MinimalRNN):
     """h_t = (1 - z_t) * h_{t-1} + z_t * h~_t with z_t = sigmoid(Linear(x_t)), h~_t = g(Linear(x_t))."""
 
     n_gates = 1
+    kernel_cell = "mingru"
 
     def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         log_z = -F.softplus(-gate_pre)
@@ -148,6 +156,7 @@ class MinLSTM(_MinimalRNN):
     """
 
     n_gates = 2
+    kernel_cell = "minlstm"
 
     def __init__(self, d_model: int, *, normalize: bool = True, forget_bias: float = 0.0, **options):
         super().__init__(d_model, **options)

@@ -4,7 +4,8 @@ Backends (all differentiable, all agreeing with `sequential` in float64):
 - `sequential`: the plain loop over time, the reference.
 - `log`: the paper's log-space (Heinsen) scan.
 - `linear`: the fast linear-space odd/even scan with a reverse-recurrence backward (the default).
-- `auto`: the fastest valid backend for the inputs.
+- `triton`: Triton kernels (forward and backward each one pass over memory); CUDA only, needs triton.
+- `auto`: the fastest valid backend for the inputs: `triton` on CUDA when triton imports, else `linear`.
 
 Inputs of any length T >= 1 and any strides are accepted; bfloat16/float16 inputs accumulate in float32
 and come back in their own dtype.
@@ -18,17 +19,22 @@ from torch import Tensor
 from minrnn_cli.scans.linear import linear_scan
 from minrnn_cli.scans.log_space import log_scan, signed_log_scan
 from minrnn_cli.scans.sequential import sequential_scan
+from minrnn_cli.scans.triton_scan import triton_importable, triton_linear_scan
 
-BACKENDS = ("sequential", "log", "linear", "auto")
+BACKENDS = ("sequential", "log", "linear", "auto", "triton")
 
 _IMPLEMENTATIONS = {"sequential": sequential_scan, "log": signed_log_scan, "linear": linear_scan}
 
 
-def resolve_backend(backend: str) -> str:
-    """The concrete backend `auto` stands for (the linear scan is the fastest on every device today)."""
+def resolve_backend(backend: str, device: torch.device | None = None) -> str:
+    """The concrete backend `auto` stands for on `device`: the Triton kernels on CUDA when triton imports,
+    the linear scan everywhere else (and when the device is not known yet)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return "linear" if backend == "auto" else backend
+    if backend != "auto":
+        return backend
+    on_cuda = device is not None and device.type == "cuda"
+    return "triton" if on_cuda and triton_importable() else "linear"
 
 
 def scan(a: Tensor, b: Tensor, h0: Tensor | None = None, backend: str = "auto") -> tuple[Tensor, Tensor]:
@@ -36,12 +42,15 @@ def scan(a: Tensor, b: Tensor, h0: Tensor | None = None, backend: str = "auto") 
 
     Returns (h, h_last) with h of shape (B, T, D) and h_last of shape (B, D).
     """
-    implementation = _IMPLEMENTATIONS[resolve_backend(backend)]
+    resolved = resolve_backend(backend, b.device)
     if a.shape != b.shape or a.dim() != 3:
         shapes = f"{tuple(a.shape)} and {tuple(b.shape)}"
         raise ValueError(f"scan needs a and b of one shape (B, T, D); got {shapes}")
     if b.shape[1] < 1:
         raise ValueError("scan needs a sequence of length T >= 1")
+    if resolved == "triton":  # reads any dtype and accumulates in float32 itself
+        return triton_linear_scan(a, b, h0)
+    implementation = _IMPLEMENTATIONS[resolved]
     out_dtype = b.dtype
     compute_dtype = out_dtype if out_dtype in _FULL_PRECISION else _ACCUMULATE
     if h0 is not None:

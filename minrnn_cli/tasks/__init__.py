@@ -1,7 +1,8 @@
 """Tasks: where batches come from and how predictions are scored.
 
 Every task gives a language model `(inputs, targets)` batches of token ids and scores its logits with
-`score(logits, targets) -> (loss, correct, counted)`; `evaluate` averages those over a fixed set.
+`score(logits, targets) -> (loss, correct, counted)`; `evaluate` averages those over a fixed set. A task
+with `num_classes` (ListOps, LRA Image) is read by a classifier instead (training.model_setup).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import Any
 
 from minrnn_cli.errors import UserError
 
-TASK_NAMES = ("shakespeare", "selective_copying")
+CHOMSKY_TASKS = ("parity_check", "even_pairs", "cycle_nav", "bucket_sort", "majority", "majority_count",
+                 "missing_duplicate")
+EXTERNAL_TASKS = ("lra_image", "lra_retrieval", "d4rl")  # need a user-supplied task.data_path
+TASK_NAMES = ("shakespeare", "selective_copying", *CHOMSKY_TASKS, "listops", *EXTERNAL_TASKS)
 
 
 def build_task(task_cfg: Mapping[str, Any]):
@@ -26,4 +30,17 @@ def build_task(task_cfg: Mapping[str, Any]):
         from minrnn_cli.tasks.selective_copying import SelectiveCopying
 
         return SelectiveCopying(**options)
+    if name in CHOMSKY_TASKS:
+        from minrnn_cli.tasks.chomsky import ChomskyTask
+
+        return ChomskyTask(name, **options)
+    if name == "listops":
+        from minrnn_cli.tasks.listops import ListOps
+
+        return ListOps(**options)
+    if name in EXTERNAL_TASKS:
+        from minrnn_cli.tasks import external
+
+        return {"lra_image": external.LRAImage, "lra_retrieval": external.lra_retrieval,
+                "d4rl": external.d4rl}[name](**options)
     raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")

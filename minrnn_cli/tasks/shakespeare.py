@@ -23,21 +23,31 @@ TRAIN_FRACTION = 0.9
 EVAL_SEED = 0
 
 
+def check_text_file(path: Path) -> None:
+    """A one-line UserError unless `path` is a readable, non-empty UTF-8 text file."""
+    wanted = "give a readable UTF-8 text file, or task.data_path=null for the bundled Tiny Shakespeare"
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"task.data_path={path}: cannot read it ({error.strerror or error}); {wanted}") from None
+    if not raw:
+        raise UserError(f"task.data_path={path} is empty; {wanted}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"task.data_path={path} is not UTF-8 text (byte {error.start}); {wanted}") from None
+    if "\x00" in text:
+        raise UserError(f"task.data_path={path} looks binary (it holds NUL bytes); {wanted}")
+
+
 def read_text(path: Path) -> str:
     """The whole file as one string, loaded with HF datasets (one row per file keeps the newlines)."""
-    try:
-        with path.open("rb") as handle:
-            handle.read(1)
-    except OSError as error:
-        raise UserError(f"cannot read the text file {path}: {error.strerror or error}") from None
+    check_text_file(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import datasets
 
     datasets.disable_progress_bars()
-    try:
-        dataset = datasets.load_dataset("text", data_files=str(path), sample_by="document", split="train")
-    except UnicodeDecodeError:
-        raise UserError(f"the text file {path} is not UTF-8 text") from None
+    dataset = datasets.load_dataset("text", data_files=str(path), sample_by="document", split="train")
     return dataset[0]["text"] if len(dataset) else ""
 
 
@@ -61,10 +71,7 @@ class Shakespeare:
         ids = torch.from_numpy(encode(text, self.chars)).long()
         split_at = int(len(ids) * TRAIN_FRACTION)
         self.data = {"train": ids[:split_at], "val": ids[split_at:]}
-        shortest = min(len(part) for part in self.data.values())
-        if shortest < seq_len + 1:
-            raise UserError(f"the text file {path} is too short for task.seq_len={seq_len} "
-                            f"(its smaller split has {shortest} characters)")
+        check_fits(self.data["val"], path, seq_len, batch_size)  # the validation split is the smaller one
         self._eval_sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     @property
@@ -97,6 +104,19 @@ class Shakespeare:
     def vocabulary(self) -> dict:
         """What a checkpoint needs to turn ids back into text."""
         return {"chars": self.chars}
+
+
+def check_fits(split: Tensor, path: Path, seq_len: int, batch_size: int) -> None:
+    """seq_len + 1 characters must fit in the split, and a batch must find batch_size distinct blocks."""
+    size = len(split)
+    if size < seq_len + 1:
+        raise UserError(f"task.seq_len={seq_len} is longer than the data: the validation split of {path} has "
+                        f"{size} characters; use task.seq_len <= {max(size - 1, 0)} or a longer text")
+    blocks = size - seq_len
+    if batch_size > blocks:
+        raise UserError(f"task.batch_size={batch_size} is larger than the data: the validation split of {path} "
+                        f"holds {blocks} distinct blocks of task.seq_len={seq_len}; use task.batch_size <= {blocks}, "
+                        "a shorter seq_len or a longer text")
 
 
 def encode(text: str, chars: list[str]) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from rich import get_console
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -22,7 +23,7 @@ class TrainingProgress:
 
     def __init__(self, total_steps: int, start_step: int, console: Console | None = None):
         self.total_steps, self.start_step = total_steps, start_step
-        self.console = console or Console()
+        self.console = console or get_console()  # the console the log handler prints to
         self.started = time.perf_counter()
         self.bar: Progress | None = None
         if self.console.is_terminal:

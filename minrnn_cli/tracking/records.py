@@ -29,6 +29,15 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def copy_metrics(source_dir: Path, run_dir: Path, up_to_step: int) -> None:
+    """Start a resumed run's metrics.jsonl with the earlier run's lines up to the step it resumes from, so the
+    file holds every step once (the earlier run may have logged past its last checkpoint)."""
+    if not (source_dir / METRICS_FILE).is_file():
+        return
+    lines = [json.dumps(row) + "\n" for row in read_metrics(source_dir) if row["step"] <= up_to_step]
+    (run_dir / METRICS_FILE).write_text("".join(lines))
+
+
 def write_results(run_dir: Path, results: dict) -> Path:
     path = run_dir / RESULTS_FILE
     path.write_text(json.dumps(results, indent=2) + "\n")

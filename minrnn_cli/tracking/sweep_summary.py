@@ -1,5 +1,7 @@
 """A Hydra callback: after a multirun, one table (and summary.csv in the sweep folder) comparing the
-final results.json of every job. It reads the files, so it works whatever launcher ran the jobs."""
+final results.json of every job. It reads the files, so it works whatever launcher ran the jobs.
+A job that failed (its folder holds error.txt, see minrnn_cli.job_failures) is a row marked failed with its
+one-line error, and the sweep then exits non-zero."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from minrnn_cli.job_failures import ERROR_FILE, UserAbort
 from minrnn_cli.tracking.records import RESULTS_FILE, read_results
 from minrnn_cli.tracking.tables import comparison_table, write_csv
 
@@ -19,20 +22,36 @@ def _job_number(job_dir: Path) -> tuple[int, str]:
     return (int(job_dir.name), "") if job_dir.name.isdigit() else (1 << 30, job_dir.name)
 
 
+def _overrides(job_dir: Path) -> list[str]:
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    return list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+
+
 def collect_sweep(sweep_dir: Path) -> list[dict]:
-    """One row per job folder holding a results.json: `job` (its overrides) and the results."""
-    rows = []
-    job_dirs = sorted((path.parent for path in sweep_dir.glob(f"*/{RESULTS_FILE}")), key=_job_number)
-    for job_dir in job_dirs:
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
-        rows.append({"job": " ".join(overrides) or job_dir.name, **read_results(job_dir)})
-    return rows
+    """One row per job folder holding a results.json: `job` (the folder), `overrides` (those that differ
+    between the jobs, i.e. what the sweep varied) and the job's results."""
+    finished = {path.parent for name in (RESULTS_FILE, ERROR_FILE) for path in sweep_dir.glob(f"*/{name}")}
+    job_dirs = sorted(finished, key=_job_number)
+    overrides = [_overrides(job_dir) for job_dir in job_dirs]
+    shared = set.intersection(*(set(job) for job in overrides)) if len(overrides) > 1 else set()
+    return [
+        {"job": job_dir.name, "overrides": " ".join(o for o in job if o not in shared), **_outcome(job_dir)}
+        for job_dir, job in zip(job_dirs, overrides, strict=True)
+    ]
+
+
+def _outcome(job_dir: Path) -> dict:
+    """`status` ok with the results, or failed with the error's first line."""
+    error_file = job_dir / ERROR_FILE
+    if error_file.is_file():
+        return {"status": "failed", "error": error_file.read_text().splitlines()[0]}
+    return {"status": "ok", **read_results(job_dir)}
 
 
 class SweepSummary(Callback):
-    def __init__(self, console: Console | None = None):
-        self.console = console or Console()
+    """Holds nothing unpicklable (no Console): launchers such as joblib pickle the callbacks with each job."""
+
+    def __init__(self) -> None:
         self.sweep_dir: Path | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
@@ -45,5 +64,10 @@ class SweepSummary(Callback):
         if not rows:
             return
         write_csv(self.sweep_dir / SUMMARY_CSV, rows)
-        self.console.print(comparison_table(f"Sweep {self.sweep_dir}", rows))
-        self.console.print(f"comparison written to {self.sweep_dir / SUMMARY_CSV}")
+        console = Console()
+        console.print(comparison_table(f"Sweep {self.sweep_dir}", rows))
+        console.print(f"comparison written to {self.sweep_dir / SUMMARY_CSV}")
+        failed = [row for row in rows if row["status"] == "failed"]
+        if failed:
+            raise UserAbort(f"error: {len(failed)} of {len(rows)} jobs failed (job {failed[0]['job']}: "
+                            f"{failed[0]['error'].removeprefix('error: ')}); see {self.sweep_dir / SUMMARY_CSV}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-LEADING_COLUMNS = ("job", "model", "task", "params", "steps", "best_step", "wall_time_s")
+LEADING_COLUMNS = ("job", "overrides", "status", "model", "task", "params", "steps", "best_step", "wall_time_s")
+TRAILING_COLUMNS = ("error",)  # a failed job's one-line error
 
 
 def _format(value) -> str:
@@ -36,14 +37,14 @@ def comparison_columns(rows: list[dict]) -> list[str]:
         for key in row:
             if key.startswith(("val_", "test_")) and key not in columns:
                 columns.append(key)
-    return columns
+    return columns + [column for column in TRAILING_COLUMNS if column in present]
 
 
 def comparison_table(title: str, rows: list[dict]) -> Table:
     columns = comparison_columns(rows)
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("job", "model", "task") else "right")
+        table.add_column(column, justify="left" if column in ("job", "overrides", "model", "task") else "right")
     for row in rows:
         table.add_row(*(_format(row.get(column)) for column in columns))
     return table

@@ -20,23 +20,24 @@ VERSION = 1
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "step", "config", "rng")
 
 
-def rng_states(batch_generator: torch.Generator) -> dict:
-    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "batches": batch_generator.get_state()}
+def rng_states() -> dict:
+    """The global RNGs (dropout, sampling). Training batches need no state: their generator is reseeded from
+    (seed, rank, step) at every step (minrnn_cli.training.distributed.batch_seed)."""
+    states = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
-def restore_rng_states(states: dict, batch_generator: torch.Generator) -> None:
+def restore_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     random.setstate(states["python"])
-    batch_generator.set_state(states["batches"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best: dict | None, config,
-                    vocabulary: dict, batch_generator: torch.Generator) -> None:
+                    vocabulary: dict) -> None:
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -47,7 +48,7 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best:
         "best": best,
         "config": OmegaConf.to_container(config, resolve=True),
         "vocabulary": vocabulary,
-        "rng": rng_states(batch_generator),
+        "rng": rng_states(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -55,18 +56,24 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best:
     os.replace(partial, path)
 
 
+WANTED = "give a checkpoint written by `minrnn train` (outputs/runs/<run>/checkpoints/last.pt or best.pt)"
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint's contents; a missing, corrupt or foreign file is a one-line UserError."""
     path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist; {WANTED}")
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+        raise UserError(f"checkpoint {path} is not a file; {WANTED}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"checkpoint {path} is not readable ({reason})") from None
+        raise UserError(f"checkpoint {path} is not readable: damaged, truncated or not a PyTorch file ({reason}); "
+                        f"{WANTED}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"checkpoint {path} is not a minrnn checkpoint")
+        raise UserError(f"checkpoint {path} is not a minrnn checkpoint; {WANTED}")
     if payload.get("version") != VERSION or any(key not in payload for key in REQUIRED_KEYS):
         raise UserError(f"checkpoint {path} has an incompatible format (version {payload.get('version')}, "
                         f"this minrnn reads version {VERSION})")

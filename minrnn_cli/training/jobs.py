@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.training.settings import check_runtime, check_train_config
+from minrnn_cli.training.settings import check_generate_config, check_runtime, check_train_config
 
 log = logging.getLogger("minrnn")
 OUTPUTS_ROOT = Path("outputs")
@@ -33,7 +33,7 @@ def _checkpoint_path(checkpoint: str) -> Path:
         if found is None:
             raise UserError(f"checkpoint=latest but there is no checkpoints/best.pt under {OUTPUTS_ROOT.resolve()}; "
                             "train one with `minrnn train` or pass checkpoint=PATH")
-        return found
+        return found.absolute()  # recorded in results.json: a path that holds from anywhere
     return Path(checkpoint).expanduser()
 
 
@@ -42,7 +42,7 @@ def _load_trained(cfg: DictConfig):
     from minrnn_cli.tasks import build_task
     from minrnn_cli.training.checkpoint import load_checkpoint, load_model_state
     from minrnn_cli.training.device import resolve_device
-    from minrnn_cli.training.model_setup import build_model
+    from minrnn_cli.training.model_setup import build_task_model
 
     check_runtime(cfg.trainer)
     device = resolve_device(cfg.trainer.device)
@@ -50,7 +50,7 @@ def _load_trained(cfg: DictConfig):
     payload = load_checkpoint(path)
     trained = payload["config"]
     task = build_task(trained["task"])
-    model = build_model(trained["model"], task.vocab_size)
+    model = build_task_model(trained["model"], task)
     load_model_state(model, payload, path)
     log.info(f"loaded {path} ({trained['model']['name']} on {trained['task']['name']}, step {payload['step']})")
     return model.to(device), task, payload, device, path
@@ -59,11 +59,19 @@ def _load_trained(cfg: DictConfig):
 def train_job(cfg: DictConfig) -> float | None:
     from minrnn_cli.tracking.records import write_results
     from minrnn_cli.tracking.tables import summary_table
+    from minrnn_cli.training.distributed import init_process_group, shutdown
     from minrnn_cli.training.loop import train
 
     check_train_config(cfg)
     run_dir = _run_dir()
-    results = train(cfg, run_dir, OUTPUTS_ROOT)
+    _require_unused(run_dir)
+    replica = init_process_group()  # several ranks under torchrun or a multi-task submitit job
+    try:
+        results = train(cfg, run_dir, OUTPUTS_ROOT)
+    finally:
+        shutdown()
+    if not replica.is_main:
+        return None  # rank 0 writes the results
     console = Console()
     if cfg.task.get("sample_chars", 0):
         sample = _sample_after_training(cfg, run_dir)
@@ -72,9 +80,22 @@ def train_job(cfg: DictConfig) -> float | None:
         console.print(sample, markup=False, highlight=False)
         console.rule()
     write_results(run_dir, results)
-    console.print(summary_table(f"{cfg.model.name} on {cfg.task.name}: {run_dir}", results))
+    shown = {key: value for key, value in results.items() if key != "sample"}  # the sample is printed above
+    console.print(summary_table(f"{cfg.model.name} on {cfg.task.name}", shown))
+    console.print(f"run folder: {run_dir}")
     metric = cfg.get("optimize_metric")
     return results.get(metric) if metric else None
+
+
+def _require_unused(run_dir: Path) -> None:
+    """One folder per run: a folder that already holds a run's records (`hydra.run.dir` set to an earlier
+    run's folder) is refused rather than mixed into."""
+    from minrnn_cli.tracking.records import METRICS_FILE, RESULTS_FILE
+
+    held = [name for name in (METRICS_FILE, RESULTS_FILE, "checkpoints") if (run_dir / name).exists()]
+    if held:
+        raise UserError(f"the run folder {run_dir} already holds a run ({', '.join(held)}); leave hydra.run.dir "
+                        "at its default or name a new folder (to continue that run: trainer.resume=auto)")
 
 
 def _sample_after_training(cfg: DictConfig, run_dir: Path) -> str:
@@ -114,14 +135,13 @@ def eval_job(cfg: DictConfig) -> None:
 def generate_job(cfg: DictConfig) -> None:
     from minrnn_cli.training.sampling import sample_text
 
-    if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens < 1:
-        raise UserError(f"max_new_tokens={cfg.max_new_tokens!r} is invalid: it must be an integer >= 1")
-    if not isinstance(cfg.temperature, (int, float)) or cfg.temperature < 0:
-        raise UserError(f"temperature={cfg.temperature!r} is invalid: it must be >= 0 (0 is greedy)")
+    check_generate_config(cfg)
     model, task, payload, device, path = _load_trained(cfg)
     chars = payload["vocabulary"].get("chars")
     if not chars:
         raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare)")
+    if cfg.top_k is not None and cfg.top_k > len(chars):
+        raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {len(chars)} tokens")
     text = sample_text(model, chars, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device)
     (_run_dir() / "sample.txt").write_text(text)
     Console().print(text, markup=False, highlight=False)

@@ -1,4 +1,7 @@
-"""Every value check of a composed config, in one place, before anything is built or written."""
+"""Every value check of a composed config, in one place, before anything is built or written.
+
+Each failed check is a one-line UserError naming the key, the bad value and what is allowed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ from minrnn_cli.errors import UserError
 PRECISIONS = ("fp32", "bf16")
 LOGGER_NAMES = ("wandb", "none")
 WANDB_MODES = ("online", "offline", "disabled")
+WANDB_ON_ERROR = ("offline", "stop")
+NONFINITE_POLICIES = ("stop", "skip")
+MODEL_FLAGS = ("conv", "mlp", "learned_h0", "log_space", "normalize")
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
@@ -24,14 +30,24 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _choice(key: str, value, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, f"choose one of {', '.join(choices)}")
+
+
 def check_runtime(trainer: DictConfig) -> None:
     """The keys every command uses: precision (device is checked when it is resolved)."""
-    _check(trainer.precision in PRECISIONS, "trainer.precision", trainer.precision,
-           f"choose one of {', '.join(PRECISIONS)}")
+    _choice("trainer.precision", trainer.precision, PRECISIONS)
+    _check(isinstance(trainer.device, str), "trainer.device", trainer.device, "choose auto, cpu, cuda, cuda:N or mps")
 
 
 def check_train_config(cfg: DictConfig) -> None:
-    trainer, optim, model = cfg.trainer, cfg.optim, cfg.model
+    check_trainer(cfg.trainer)
+    check_optim(cfg.optim)
+    check_model(cfg.model)
+    check_logger(cfg.logger)
+
+
+def check_trainer(trainer: DictConfig) -> None:
     check_runtime(trainer)
     for key in ("max_steps", "eval_every", "log_every"):
         value = trainer[key]
@@ -39,23 +55,60 @@ def check_train_config(cfg: DictConfig) -> None:
     _check(_is_number(trainer.grad_clip) and trainer.grad_clip >= 0, "trainer.grad_clip", trainer.grad_clip,
            "it must be >= 0 (0 disables clipping)")
     _check(_is_int(trainer.seed), "trainer.seed", trainer.seed, "it must be an integer")
-    _check(_is_number(optim.lr) and optim.lr > 0, "optim.lr", optim.lr, "it must be > 0")
+    _check(isinstance(trainer.compile, bool), "trainer.compile", trainer.compile, "it must be true or false")
+    _check(trainer.resume is None or (isinstance(trainer.resume, str) and trainer.resume != ""), "trainer.resume",
+           trainer.resume, "use null, auto or the path of a checkpoint")
+    _choice("trainer.on_nonfinite", trainer.get("on_nonfinite", "stop"), NONFINITE_POLICIES)
+
+
+def check_optim(optim: DictConfig) -> None:
+    _check(_is_number(optim.lr) and optim.lr > 0, "optim.lr", optim.lr, "it must be a number > 0")
     _check(_is_number(optim.weight_decay) and optim.weight_decay >= 0, "optim.weight_decay",
            optim.weight_decay, "it must be >= 0")
+    betas = list(optim.betas) if hasattr(optim.betas, "__len__") and not isinstance(optim.betas, str) else None
+    _check(betas is not None and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas),
+           "optim.betas", optim.betas, "give two numbers in [0, 1), e.g. [0.9,0.99]")
     _check(_is_int(optim.warmup_steps) and optim.warmup_steps >= 0, "optim.warmup_steps", optim.warmup_steps,
            "it must be an integer >= 0")
     _check(_is_number(optim.min_lr_ratio) and 0 <= optim.min_lr_ratio <= 1, "optim.min_lr_ratio",
            optim.min_lr_ratio, "it must be in [0, 1]")
+
+
+def check_model(model: DictConfig) -> None:
+    """The shared model options; the model registry checks the options each model takes."""
     dropout = model.get("dropout", 0.0)
     _check(_is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "it must be in [0, 1)")
     for key in ("d_model", "n_layers"):
         if key in model:
             _check(_is_int(model[key]) and model[key] >= 1, f"model.{key}", model[key],
                    "it must be an integer >= 1")
-    check_logger(cfg.logger)
+    for key in MODEL_FLAGS:
+        if key in model:
+            _check(isinstance(model[key], bool), f"model.{key}", model[key], "it must be true or false")
+    if "mlp_ratio" in model:
+        _check(_is_number(model.mlp_ratio) and model.mlp_ratio > 0, "model.mlp_ratio", model.mlp_ratio,
+               "it must be a number > 0")
+    if "scan_backend" in model:
+        from minrnn_cli.scans import BACKENDS
+
+        _choice("model.scan_backend", model.scan_backend, BACKENDS)
 
 
 def check_logger(logger: DictConfig) -> None:
-    _check(logger.name in LOGGER_NAMES, "logger", logger.name, f"choose one of {', '.join(LOGGER_NAMES)}")
+    _choice("logger", logger.name, LOGGER_NAMES)
     if logger.name == "wandb":
-        _check(logger.mode in WANDB_MODES, "logger.mode", logger.mode, f"choose one of {', '.join(WANDB_MODES)}")
+        _choice("logger.mode", logger.mode, WANDB_MODES)
+        _choice("logger.on_error", logger.get("on_error", "offline"), WANDB_ON_ERROR)
+        timeout = logger.get("init_timeout", 30)
+        _check(_is_number(timeout) and timeout > 0, "logger.init_timeout", timeout, "it must be seconds > 0")
+
+
+def check_generate_config(cfg: DictConfig) -> None:
+    _check(_is_int(cfg.max_new_tokens) and cfg.max_new_tokens >= 1, "max_new_tokens", cfg.max_new_tokens,
+           "it must be an integer >= 1")
+    _check(_is_number(cfg.temperature) and cfg.temperature >= 0, "temperature", cfg.temperature,
+           "it must be a number >= 0 (0 is greedy)")
+    _check(cfg.top_k is None or (_is_int(cfg.top_k) and cfg.top_k >= 1), "top_k", cfg.top_k,
+           "use null (all tokens) or an integer >= 1")
+    _check(_is_int(cfg.seed), "seed", cfg.seed, "it must be an integer")
+    _check(isinstance(cfg.prompt, str), "prompt", cfg.prompt, "it must be text, e.g. prompt='ROMEO:'")

@@ -1,0 +1,70 @@
+"""Finding runs: every results.json under the given run or multirun folders, with the config beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from minrnn_cli.errors import UserError
+from minrnn_cli.reporting.paper import matching_figure
+from minrnn_cli.tracking.records import RESULTS_FILE
+
+REPORT_COLUMNS = ("run", "model", "task", "layers", "seed", "steps", "wall_time_s", "metric", "ours", "paper",
+                  "paper_note")
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Folders holding a results.json, found recursively under each path (a results.json path counts too)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path} does not exist; pass run or multirun folders (e.g. outputs/runs/<run>)")
+        candidates = [path] if path.is_file() and path.name == RESULTS_FILE else sorted(path.rglob(RESULTS_FILE))
+        found += [candidate.parent for candidate in candidates if candidate.parent not in found]
+    if not found:
+        shown = ", ".join(str(path) for path in paths)
+        raise UserError(f"no {RESULTS_FILE} under {shown}; train something first (minrnn train ...)")
+    return found
+
+
+def run_config(run_dir: Path) -> dict:
+    """The run's composed config from .hydra/config.yaml ({} when it is missing)."""
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+
+
+def headline_metric(results: dict) -> str | None:
+    """Accuracy where the task has it, loss otherwise (Shakespeare)."""
+    for metric in ("test_accuracy", "test_loss", "val_accuracy", "val_loss"):
+        if metric in results:
+            return metric
+    return None
+
+
+def report_row(run_dir: Path, root: Path | None = None) -> dict:
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    config = run_config(run_dir)
+    layers = config.get("model", {}).get("n_layers")
+    metric = headline_metric(results)
+    figure = matching_figure(results.get("task", ""), results.get("model", ""), layers)
+    shown = run_dir.relative_to(root) if root and run_dir.is_relative_to(root) else run_dir
+    row = {
+        "run": str(shown),
+        "model": results.get("model"),
+        "task": results.get("task"),
+        "layers": layers,
+        "seed": config.get("trainer", {}).get("seed"),
+        "steps": results.get("steps"),
+        "wall_time_s": results.get("wall_time_s"),
+        "metric": metric,
+        "ours": results.get(metric) if metric else None,
+        "paper": figure.value if figure and figure.metric == metric else "",
+        "paper_note": figure.note if figure and figure.metric == metric else "",
+    }
+    if "test_scaled_accuracy" in results:
+        row["test_scaled_accuracy"] = results["test_scaled_accuracy"]
+    return row

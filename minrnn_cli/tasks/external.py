@@ -1,0 +1,113 @@
+"""Tasks whose data must come from outside (nothing is downloaded at run time and nothing is made up).
+
+- lra_image: LRA's G-Image, grey-scale CIFAR-10 as 1024 pixel tokens, 10 classes. `task.data_path` is the
+  `cifar-10-batches-py` folder of the CIFAR-10 python release (data_batch_1..5, test_batch).
+- lra_retrieval: LRA's AAN document matching (`new_aan_pairs.{train,eval,test}.tsv` from lra_release).
+- d4rl: the paper's offline RL (HalfCheetah, Hopper, Walker2d from D4RL).
+
+Retrieval needs a two-tower model and D4RL a Decision-Transformer runner with MuJoCo rollouts for its
+normalised score; neither is part of minrnn yet, so both stop with one line saying so once their data is there.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from minrnn_cli.errors import UserError
+from minrnn_cli.tasks.base import cross_entropy_score, require_at_least
+
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST_FILE = "test_batch"
+GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale, as LRA
+PIXEL_LEVELS = 256
+
+
+def required_folder(task: str, data_path: str | None, needs: str, files: tuple[str, ...]) -> Path:
+    """The folder the user gave, holding every file the task reads; otherwise a one-line UserError."""
+    if not data_path:
+        raise UserError(f"task {task} needs {needs}: put them in a folder and pass task.data_path=FOLDER "
+                        f"(expected files: {', '.join(files)}); minrnn downloads nothing")
+    folder = Path(data_path).expanduser()
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"task.data_path={data_path!r} lacks {', '.join(missing)} (task {task} needs {needs})")
+    return folder
+
+
+def read_cifar_grey(path: Path) -> tuple[Tensor, Tensor]:
+    """(images as (N, 1024) grey levels 0..255, labels (N,)) from one CIFAR-10 python batch file."""
+    with path.open("rb") as handle:
+        batch = pickle.load(handle, encoding="bytes")
+    rgb = torch.as_tensor(batch[b"data"], dtype=torch.float32).view(-1, 3, 1024)
+    grey = sum(weight * rgb[:, channel] for channel, weight in enumerate(GREY_WEIGHTS))
+    return grey.floor().clamp(0, PIXEL_LEVELS - 1).long(), torch.as_tensor(batch[b"labels"])
+
+
+class LRAImage:
+    """Grey CIFAR-10 as a sequence of 1024 pixels; token = grey level + 1 (0 is reserved for padding, unused).
+    The last `val_size` training images are the validation split, test_batch the test split."""
+
+    name = "lra_image"
+    splits = ("val", "test")
+    primary_metric = "accuracy"
+    vocab_size = PIXEL_LEVELS + 1
+    num_classes = 10
+    pad_token = 0
+
+    def __init__(self, data_path: str | None = None, batch_size: int = 64, val_size: int = 5000,
+                 eval_batches: int | None = None, pool: str = "last"):
+        folder = required_folder(self.name, data_path, "the CIFAR-10 python release (cifar-10-batches-py)",
+                                 (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE))
+        require_at_least("task.batch_size", batch_size, 1)
+        require_at_least("task.val_size", val_size, 1)
+        if pool not in ("last", "mean"):
+            raise UserError(f"task.pool={pool!r} is invalid: choose one of last, mean")
+        parts = [read_cifar_grey(folder / name) for name in CIFAR_TRAIN_FILES]
+        images, labels = torch.cat([p[0] for p in parts]) + 1, torch.cat([p[1] for p in parts])
+        test_images, test_labels = read_cifar_grey(folder / CIFAR_TEST_FILE)
+        self.train = (images[:-val_size], labels[:-val_size])
+        self.held_out = {"val": (images[-val_size:], labels[-val_size:]), "test": (test_images + 1, test_labels)}
+        self.batch_size, self.eval_batches, self.pool = batch_size, eval_batches, pool
+        self.tokens_per_batch = batch_size * images.shape[1]
+
+    def train_batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        rows = torch.randint(len(self.train[1]), (self.batch_size,), generator=generator)
+        return self.train[0][rows], self.train[1][rows]
+
+    def eval_set(self, split: str) -> list[tuple[Tensor, Tensor]]:
+        """The whole split in batches (the first `eval_batches` of them when that is set)."""
+        images, labels = self.held_out[split]
+        batches = list(zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True))
+        return batches[: self.eval_batches] if self.eval_batches else batches
+
+    def score(self, logits: Tensor, targets: Tensor):
+        return cross_entropy_score(logits, targets)
+
+    @staticmethod
+    def metrics(loss: float, accuracy: float) -> dict[str, float]:
+        return {"loss": loss, "accuracy": accuracy}
+
+    def vocabulary(self) -> dict:
+        return {}
+
+
+RETRIEVAL_FILES = tuple(f"new_aan_pairs.{split}.tsv" for split in ("train", "eval", "test"))
+D4RL_NEEDS = "the D4RL datasets (e.g. hopper-medium-v2.hdf5) and MuJoCo environments for scoring"
+
+
+def lra_retrieval(data_path: str | None = None, **_options):
+    required_folder("lra_retrieval", data_path, "LRA's AAN pairs (lra_release/tsv_data)", RETRIEVAL_FILES)
+    raise UserError("task lra_retrieval: the data is there, but its two-tower (dual encoder) model is not part of "
+                    "minrnn yet; only lra_image and listops run from the LRA suite")
+
+
+def d4rl(data_path: str | None = None, **_options):
+    if not data_path or not Path(data_path).expanduser().is_dir():
+        raise UserError(f"task d4rl needs {D4RL_NEEDS}: pass task.data_path=FOLDER holding the .hdf5 files "
+                        f"(got {data_path!r}); minrnn downloads nothing")
+    raise UserError("task d4rl: the data folder is there, but the Decision-Transformer runner with environment "
+                    "rollouts that the paper's normalised scores need is not part of minrnn yet")

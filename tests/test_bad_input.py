@@ -1,0 +1,197 @@
+"""The table of user mistakes (docs/BAD_INPUT.md): each gives one line naming the bad value and what is
+allowed, a non-zero exit, no traceback, and leaves nothing behind that looks like a result."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from cli_faults import TINY, TINY_RUN, assert_one_line_error, invoke, subprocess_env
+
+ROOT = Path(__file__).resolve().parents[1]
+HF_CACHE = tempfile.mkdtemp(prefix="minrnn-hf-")  # the text cases load small files through HF datasets
+os.environ.setdefault("HF_DATASETS_CACHE", HF_CACHE)
+
+# a text task small enough to load in milliseconds: {ws} is the folder of prepared files
+TEXT = [*TINY_RUN, "task=shakespeare", "task.seq_len=4", "task.batch_size=2", "task.eval_batches=1",
+        "task.sample_chars=0"]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: list[str]
+    expected: list[str]  # fragments of the one error line: the bad value and what is allowed
+    exit_code: int = 2
+
+
+CASES = [
+    # ---- train: config values --------------------------------------------------------------------------
+    Case("unknown-group-option", ["train", *TINY, "model=nope"], ["unknown model 'nope'", "mingru, minlstm"]),
+    Case("unknown-option-in-sweep", ["train", "-m", *TINY, "model=mingru,nope"], ["'nope'", "mingru"]),
+    Case("unknown-key", ["train", *TINY, "trainer.foo=1"], ["'trainer.foo'", "max_steps", "+trainer.foo="]),
+    Case("wrong-type-integer", ["train", *TINY, "trainer.max_steps=abc"], ["trainer.max_steps='abc'", "integer >= 1"]),
+    Case("wrong-type-boolean", ["train", *TINY, "trainer.compile=maybe"], ["trainer.compile='maybe'", "true or false"]),
+    Case("wrong-type-list", ["train", *TINY, "optim.betas=[0.9]"], ["optim.betas=[0.9]", "two numbers in [0, 1)"]),
+    Case("negative-learning-rate", ["train", *TINY, "optim.lr=-1"], ["optim.lr=-1", "> 0"]),
+    Case("dropout-out-of-range", ["train", *TINY, "model.dropout=1.5"], ["model.dropout=1.5", "[0, 1)"]),
+    Case("zero-steps", ["train", *TINY, "trainer.max_steps=0"], ["trainer.max_steps=0", "integer >= 1"]),
+    Case("unknown-precision", ["train", *TINY, "trainer.precision=fp8"], ["'fp8'", "fp32, bf16"]),
+    Case("unknown-nonfinite-policy", ["train", *TINY, "trainer.on_nonfinite=maybe"], ["'maybe'", "stop, skip"]),
+    Case("unknown-scan-backend", ["train", *TINY, "model.scan_backend=fast"], ["'fast'", "sequential, log, linear"]),
+    Case("unknown-wandb-mode", ["train", *TINY, "logger=wandb", "logger.mode=sometimes"],
+         ["logger.mode='sometimes'", "online, offline, disabled"]),
+    Case("interpolation-to-missing-key", ["train", *TINY, "trainer.seed=${{nope}}"],
+         ["'nope' not found", "trainer.seed"]),
+    Case("conflicting-task-options", ["train", *TINY, "task.n_memorize=32"], ["task.n_memorize=32", "task.seq_len=16"]),
+    Case("conflicting-flags", ["train", "-m", "--cfg", "job", *TINY], ["-m/--multirun and --cfg", "use one of"]),
+    Case("unknown-device", ["train", *TINY, "trainer.device=tpu"], ["trainer.device='tpu'", "auto, cpu, cuda"]),
+    Case("cuda-without-cuda", ["train", *TINY, "trainer.device=cuda"], ["trainer.device=cuda", "trainer.device=cpu"]),
+    # ---- train: data ---------------------------------------------------------------------------------------
+    Case("missing-data-path", ["train", *TEXT, "task.data_path={ws}/nope.txt"],
+         ["nope.txt", "No such file", "UTF-8 text file"]),
+    Case("unreadable-data-path", ["train", *TEXT, "task.data_path={ws}/a_folder"], ["a_folder", "Is a directory"]),
+    Case("empty-text-file", ["train", *TEXT, "task.data_path={ws}/empty.txt"], ["empty.txt is empty", "UTF-8"]),
+    Case("binary-text-file", ["train", *TEXT, "task.data_path={ws}/random.bin"], ["random.bin is not UTF-8 text"]),
+    Case("text-file-with-nul-bytes", ["train", *TEXT, "task.data_path={ws}/nul.txt"], ["nul.txt looks binary"]),
+    Case("seq-len-longer-than-data", ["train", *TEXT, "task.data_path={ws}/short.txt", "task.seq_len=64"],
+         ["task.seq_len=64", "has 12 characters", "task.seq_len <= 11"]),
+    Case("batch-larger-than-data", ["train", *TEXT, "task.data_path={ws}/short.txt", "task.batch_size=64"],
+         ["task.batch_size=64", "task.batch_size <= 8"]),
+    # ---- train: resuming -----------------------------------------------------------------------------------
+    Case("resume-missing-checkpoint", ["train", *TINY, "trainer.resume={ws}/nope.pt"], ["nope.pt does not exist"]),
+    Case("resume-other-model", ["train", *TINY, "model=minlstm", "trainer.resume={ckpt}"],
+         ["different model config (mingru)", "resume with the same model"]),
+    Case("resume-other-task", ["train", *TEXT, "task.data_path={ws}/short.txt", "trainer.resume={ckpt}"],
+         ["different task config (selective_copying)", "resume with the same task"]),
+    Case("resume-corrupt-checkpoint", ["train", *TINY, "trainer.resume={ws}/garbage.pt"],
+         ["garbage.pt is not readable"]),
+    Case("resume-finished-run", ["train", *TINY, "trainer.resume={ckpt}"],
+         ["is at step 4", "trainer.max_steps=4", "nothing left to train"]),
+    # ---- eval ----------------------------------------------------------------------------------------------
+    Case("eval-missing-checkpoint", ["eval", "checkpoint={ws}/nope.pt", "trainer.device=cpu"],
+         ["nope.pt does not exist"]),
+    Case("eval-truncated-checkpoint", ["eval", "checkpoint={ws}/truncated.pt", "trainer.device=cpu"],
+         ["truncated.pt is not readable"]),
+    Case("eval-foreign-checkpoint", ["eval", "checkpoint={ws}/foreign.pt", "trainer.device=cpu"],
+         ["foreign.pt is not a minrnn checkpoint"]),
+    Case("eval-no-latest-checkpoint", ["eval", "trainer.device=cpu"], ["checkpoint=latest", "checkpoint=PATH"]),
+    Case("eval-unknown-key", ["eval", "foo=1"], ["unknown key 'foo'", "checkpoint"]),
+    Case("eval-unknown-device", ["eval", "checkpoint={ckpt}", "trainer.device=tpu"], ["trainer.device='tpu'"]),
+    # ---- generate ------------------------------------------------------------------------------------------
+    Case("generate-from-non-text-model", ["generate", "checkpoint={ckpt}", "trainer.device=cpu"],
+         ["selective_copying model", "generate needs a text model"]),
+    Case("generate-zero-tokens", ["generate", "checkpoint={ckpt}", "max_new_tokens=0"],
+         ["max_new_tokens=0", "integer >= 1"]),
+    Case("generate-negative-temperature", ["generate", "checkpoint={ckpt}", "temperature=-1"],
+         ["temperature=-1", ">= 0"]),
+    Case("generate-zero-top-k", ["generate", "checkpoint={ckpt}", "top_k=0"], ["top_k=0", "integer >= 1"]),
+    # ---- config --------------------------------------------------------------------------------------------
+    Case("config-unknown-group-option", ["config", "task=nope"], ["unknown task 'nope'", "selective_copying"]),
+    Case("config-unknown-key", ["config", "optim.foo=1"], ["'optim.foo'", "lr"]),
+    Case("config-unknown-config-name", ["config", "--config-name", "nope"], ["'nope'"]),
+    # ---- bench ---------------------------------------------------------------------------------------------
+    Case("bench-zero-length", ["bench", "seq_len=0", "device=cpu"], ["seq_len=0", ">= 1"]),
+    Case("bench-unknown-model", ["bench", "models=[nope]", "device=cpu"], ["'nope'", "mingru"]),
+    Case("bench-unknown-key", ["bench", "foo=1"], ["unknown key 'foo'", "seq_len"]),
+    # ---- W&B -----------------------------------------------------------------------------------------------
+    Case("wandb-online-without-login-stop", ["train", *TINY, "logger=wandb", "logger.mode=online",
+                                             "logger.on_error=stop"], ["logger.mode=online", "no W&B login",
+                                                                       "logger.mode=offline"]),
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, str]:
+    """Files the cases point at, and a finished tiny run (mingru on selective copying, 4 steps)."""
+    ws = tmp_path_factory.mktemp("ws")
+    (ws / "a_folder").mkdir()
+    (ws / "empty.txt").write_bytes(b"")
+    (ws / "random.bin").write_bytes(bytes(range(128, 256)) * 8)
+    (ws / "nul.txt").write_bytes(b"abc\x00def" * 20)
+    (ws / "short.txt").write_text("to be or not to be " * 6)  # 114 characters: a 12-character validation split
+    (ws / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, ws / "foreign.pt")
+    result = invoke(["train", *TINY, f"hydra.run.dir={ws / 'trained'}"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    ckpt = ws / "trained" / "checkpoints" / "last.pt"
+    data = ckpt.read_bytes()
+    (ws / "truncated.pt").write_bytes(data[: len(data) // 2])
+    return {"ws": str(ws), "ckpt": str(ckpt)}
+
+
+@pytest.fixture
+def no_wandb_login(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_mistake_gives_one_line_and_no_result(case, workspace, tmp_path, monkeypatch, no_wandb_login):
+    if case.id == "cuda-without-cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    result = invoke([arg.format(**workspace) for arg in case.args])
+    line = assert_one_line_error(result, case.exit_code)
+    for fragment in case.expected:
+        assert fragment in line, line
+    assert not list(tmp_path.rglob("results.json")), "a failed command wrote a result"
+    assert not list(tmp_path.rglob("*.pt")), "a failed command wrote a checkpoint"
+    left = [path for path in (tmp_path / "outputs").rglob("*")] if (tmp_path / "outputs").exists() else []
+    assert not [path for path in left if path.is_file()], f"a failed command left files: {left}"
+
+
+def test_table_in_docs_lists_every_case():
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", (ROOT / "docs" / "BAD_INPUT.md").read_text(), re.MULTILINE)
+    assert sorted(documented) == sorted(case.id for case in CASES)
+
+
+def test_sweep_with_one_bad_job_runs_the_others_and_fails_at_the_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["train", "-m", *TINY, "optim.lr=-1,0.003", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    line = assert_one_line_error(result)
+    assert "1 of 2 jobs failed" in line and "optim.lr=-1" in line, line
+    assert not (tmp_path / "sweep" / "0" / "results.json").exists()
+    assert "optim.lr=-1 is invalid" in (tmp_path / "sweep" / "0" / "error.txt").read_text()
+    assert (tmp_path / "sweep" / "1" / "results.json").is_file()  # the job after the failed one still ran
+    summary = (tmp_path / "sweep" / "summary.csv").read_text().splitlines()
+    assert summary[0].split(",")[:3] == ["job", "overrides", "status"]
+    assert summary[1].startswith("0,optim.lr=-1,failed,") and "optim.lr=-1 is invalid" in summary[1]
+    assert summary[2].startswith("1,optim.lr=0.003,ok,")
+
+
+def test_wandb_online_without_login_goes_offline_in_one_line(tmp_path, monkeypatch, no_wandb_login):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["train", *TINY, "logger=wandb", "logger.mode=online", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    warnings = [line for line in result.stdout.splitlines() if "W&B cannot go online" in line]
+    assert len(warnings) == 1 and "no W&B login" in warnings[0] and "wandb sync" in warnings[0]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "run" / "results.json").is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", *TINY, "trainer.foo=1"],  # Hydra's composition error
+    ["train", *TINY, "optim.lr=-1"],  # a check inside the job
+])
+def test_no_traceback_reaches_stderr_of_the_real_command(args, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "minrnn_cli", *args], cwd=tmp_path, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.*"))
+
+
+def teardown_module():
+    shutil.rmtree(HF_CACHE, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""`minrnn report`: runs and multirun jobs in one table beside the paper's figures, CSV/Markdown, curves."""
+
+import csv
+import json
+
+from typer.testing import CliRunner
+
+from minrnn_cli.cli import app
+
+
+def fake_run(folder, model, task, layers, results, metrics=()):
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(
+        f"model:\n  name: {model}\n  n_layers: {layers}\ntask:\n  name: {task}\ntrainer:\n  seed: 7\n")
+    (folder / "results.json").write_text(json.dumps({"model": model, "task": task, "steps": 100,
+                                                     "wall_time_s": 12.5, **results}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in metrics))
+
+
+def test_report_collects_runs_and_sweeps_beside_the_paper(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = [{"step": 50, "train_loss": 2.0}, {"step": 100, "train_loss": 1.0, "val_loss": 1.1,
+                                                 "val_accuracy": 0.6}]
+    fake_run(tmp_path / "outputs/runs/a", "mingru", "selective_copying", 1, {"test_accuracy": 0.41}, metrics)
+    fake_run(tmp_path / "outputs/multirun/s/0", "minlstm", "selective_copying", 3, {"test_accuracy": 0.9})
+    fake_run(tmp_path / "outputs/multirun/s/1", "mingru", "shakespeare", 3, {"test_loss": 1.6, "val_loss": 1.5})
+    fake_run(tmp_path / "outputs/multirun/s/2", "mingru", "parity_check", 2,
+             {"test_accuracy": 0.75, "test_scaled_accuracy": 0.5})
+
+    result = CliRunner().invoke(app, ["report", "outputs/runs", "outputs/multirun", "--out", "rep"])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "rep/report.csv").open() as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"outputs/runs/a", "outputs/multirun/s/0", "outputs/multirun/s/1", "outputs/multirun/s/2"}
+    assert (rows["outputs/runs/a"]["paper"], rows["outputs/runs/a"]["ours"]) == ("~0.37", "0.41")
+    assert rows["outputs/multirun/s/0"]["paper"] == "0.960 ± 0.028"  # minLSTM, 3 layers
+    assert (rows["outputs/multirun/s/1"]["metric"], rows["outputs/multirun/s/1"]["paper"]) == ("test_loss", "1.548")
+    assert rows["outputs/multirun/s/2"]["paper"] == "" and rows["outputs/multirun/s/2"]["test_scaled_accuracy"] == "0.5"
+    assert rows["outputs/runs/a"]["seed"] == "7" and rows["outputs/runs/a"]["layers"] == "1"
+
+    markdown = (tmp_path / "rep/report.md").read_text()
+    assert "| outputs/runs/a | mingru | selective_copying | 1 |" in markdown
+    assert "Mamba (S6)" in markdown and "Mamba paper" in markdown  # the quoted baselines, for context
+    assert (tmp_path / "rep/curves/outputs__runs__a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_runs_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["report", "empty"])
+    assert result.exit_code == 2
+    assert "no results.json under empty" in result.output
+    assert CliRunner().invoke(app, ["report", "missing"]).exit_code == 2
