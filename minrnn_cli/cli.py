@@ -37,7 +37,7 @@ class Command:
 COMMANDS = (
     Command("train", "train", "minrnn_cli.training.jobs:train_job",
             "Train a model on a task (default: minGRU on Tiny Shakespeare, a few minutes on a CPU).",
-            "minrnn train model=minlstm task=selective_copying trainer.max_steps=500"),
+            "minrnn train model=minlstm experiment=cpu_selective_copying trainer.max_steps=500"),
     Command("eval", "eval", "minrnn_cli.training.jobs:eval_job",
             "Evaluate a checkpoint on every split of its task (checkpoint=latest: the newest best.pt).",
             "minrnn eval checkpoint=outputs/runs/<run>/checkpoints/best.pt"),

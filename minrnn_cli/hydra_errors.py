@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.job_failures import UserAbort, one_line
+from minrnn_cli.job_failures import USER_ERROR_EXIT, UserAbort, one_line
 
 RUN_FLAGS = ("-m/--multirun", "--cfg", "--info", "--shell-completion")
 
@@ -33,8 +33,15 @@ def describe(error: BaseException) -> str:
 
         names = ", ".join(sorted(path.stem for path in config_dir().glob("*.yaml")))
         return f"error: {str(error).splitlines()[0].split('. ')[0]}; choose one of {names}"
-    lines = [line.strip().rstrip(".:") for line in str(error).splitlines()]
-    lines = [line for line in lines if line and not line.startswith(("Config search path", "provider="))]
+    lines: list[str] = []
+    for raw in str(error).splitlines():
+        line = raw.strip().rstrip(".:")
+        if not line or line.startswith(("Config search path", "provider=")):
+            continue
+        if raw.startswith("\t") and lines and lines[-1].startswith("Available options"):
+            lines[-1] += (": " if lines[-1].endswith("'") else ", ") + line  # the options, one per line
+        else:
+            lines.append(line)
     if cause is not None and str(cause):
         lines.append(str(cause).splitlines()[0])
     return one_line("; ".join(lines) or type(error).__name__)
@@ -45,8 +52,8 @@ def _compact(function):
 
     try:
         return function()
-    except UserError as error:
-        raise UserAbort(str(error)) from None
+    except UserError as error:  # minrnn's own: already one line
+        raise UserAbort(str(error), getattr(error, "exit_code", USER_ERROR_EXIT)) from None
     except CompactHydraException as error:
         raise UserAbort(describe(error)) from None
 

@@ -57,9 +57,10 @@ def run_job(function, cfg):
     """Run a task function; user mistakes (and, in a sweep, any failure) end as described above."""
     try:
         return function(cfg)
-    except SystemExit as exit_:  # a command that reports its own mistakes (bench) and exits
+    except (SystemExit, KeyboardInterrupt) as stop:  # bench reports its own mistakes and exits; Ctrl-C
         run_dir = _run_dir()
-        if exit_.code not in (0, None) and not _in_multirun() and run_dir and holds_only_bookkeeping(run_dir):
+        failed = not isinstance(stop, SystemExit) or stop.code not in (0, None)
+        if failed and not _in_multirun() and run_dir and holds_only_bookkeeping(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     except Exception as error:

@@ -3,13 +3,12 @@ subprocess, with a tiny CPU job, and read what a run left behind."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from typer.testing import CliRunner
+from conftest import run_minrnn
 
 # A one-layer 16-wide minGRU, 4 steps, on Selective Copying with 16 noise tokens: milliseconds a step on a CPU.
 TINY_RUN = [
@@ -21,22 +20,8 @@ TINY = [*TINY_RUN, "task=selective_copying", "task.seq_len=16", "task.n_memorize
 
 
 def invoke(args: list[str]):
-    """`minrnn ARGS` in this process; Hydra's logging handlers and global state are put back afterwards."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from minrnn_cli.cli import app
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return CliRunner().invoke(app, args)
-    finally:
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
-        GlobalHydra.instance().clear()
+    """`minrnn ARGS` in this process, in the current folder (conftest.run_minrnn resets Hydra and logging)."""
+    return run_minrnn(Path.cwd(), *args)
 
 
 def error_lines(text: str) -> list[str]:

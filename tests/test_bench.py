@@ -17,8 +17,8 @@ from minrnn_cli.benchmarking.__main__ import main, parse_args, parse_value
 from minrnn_cli.benchmarking.budget import Budget
 from minrnn_cli.benchmarking.memory import peak_bytes
 from minrnn_cli.benchmarking.report import COLUMNS
-from minrnn_cli.benchmarking.timing import time_repeats
-from minrnn_cli.benchmarking.workload import Workload
+from minrnn_cli.benchmarking.timing import time_interleaved
+from minrnn_cli.benchmarking.workload import Workload, make_inputs
 
 TINY = dict(models=["mingru", "gru", "gru_loop"], seq_len=[8, 16], batch_size=2, d_model=8, warmup=0,
             repeats=1, min_repeats=1, decode_tokens=2)
@@ -86,7 +86,8 @@ def test_tiny_grid_writes_csv_json_markdown_and_png(tiny_run):
 
 
 def test_budget_skips_and_marks_cells(tmp_path):
-    config = BenchConfig.from_mapping({**TINY, "models": ["gru_loop"], "seq_len": [8], "budget_s": 1e-9})
+    config = BenchConfig.from_mapping({**TINY, "models": ["gru_loop"], "seq_len": [8], "budget_s": 1e-9,
+                                       "plot": False})
     result = run_bench(config, tmp_path, command="test", console=_quiet())
     row = result.rows()[0]
     assert row["train_step_status"] == row["prefill_status"] == row["decode_token_status"] == "skipped"
@@ -128,9 +129,18 @@ def test_cpu_peak_memory_counts_the_largest_live_set():
     assert 4_000_123 <= peak < 4_000_123 + 500_000
 
 
-def test_time_repeats_reports_median_min_max():
-    timing = time_repeats(lambda: torch.randn(100).sum(), torch.device("cpu"), warmup=1, repeats=3)
-    assert timing.repeats == 3 and 0 < timing.min_s <= timing.median_s <= timing.max_s
+def test_interleaved_timing_reports_median_min_max_and_keeps_errors_apart():
+    order = []
+
+    def fails():
+        raise RuntimeError("out of memory")
+
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b"), "bad": fails}
+    timed = time_interleaved(calls, {"a": 3, "b": 2, "bad": 3}, torch.device("cpu"), warmup=1)
+    assert order == ["a", "b", "a", "b", "a", "b", "a"]  # warm-up a, b; then rounds a, b | a, b | a
+    assert timed["a"].repeats == 3 and timed["b"].repeats == 2
+    assert 0 < timed["a"].min_s <= timed["a"].median_s <= timed["a"].max_s
+    assert isinstance(timed["bad"], RuntimeError)
 
 
 def test_key_value_parser():
@@ -202,7 +212,7 @@ def test_the_torch_only_run_prints_the_tables(tiny_run):
 def test_a_first_length_too_long_for_the_budget_is_predicted_and_skipped_not_run(tmp_path):
     """No shorter length to extrapolate from: a 64-token calibration call predicts T=200000 and skips it."""
     config = BenchConfig.from_mapping({**TINY, "models": ["gru_loop"], "seq_len": [200_000], "budget_s": 0.5,
-                                       "batch_size": 1, "d_model": 4, "memory": False})
+                                       "batch_size": 1, "d_model": 4, "memory": False, "plot": False})
     result = run_bench(config, tmp_path, command="test", console=_quiet())
     row = result.rows()[0]
     assert row["train_step_status"] == row["prefill_status"] == "skipped"
@@ -211,8 +221,8 @@ def test_a_first_length_too_long_for_the_budget_is_predicted_and_skipped_not_run
 
 
 def test_decoding_starts_from_the_untimed_prefill_state_and_runs_only_steps():
-    workload = Workload("mingru", 6, batch_size=2, d_model=4, depth=2, dtype=torch.float32,
-                        device=torch.device("cpu"), scan_backend="auto", optimizer_step=False, decode_tokens=3)
+    x, target = make_inputs(2, 6, 4, torch.float32, torch.device("cpu"), seed=0)
+    workload = Workload("mingru", x, target, depth=2, scan_backend="auto", optimizer_step=False, decode_tokens=3)
     workload.prepare_decode(from_prefill=True)
     with torch.no_grad():
         _, expected = workload.model(workload.x)

@@ -4,13 +4,16 @@ trainer.resume=auto to exactly the losses of an uninterrupted run, and runs neve
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from cli_faults import TINY, assert_one_line_error, error_lines, invoke, start_minrnn
 
 from minrnn_cli.tracking.records import read_metrics, read_results
@@ -31,52 +34,62 @@ def wait_for(path: Path, process, timeout: float = 120.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_last_checkpoint_and_exits_with_one_line(signum, tmp_path):
+def test_sigterm_saves_last_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     process = start_minrnn(["train", *TINY, *LONG, f"hydra.run.dir={run_dir}"], tmp_path)
     wait_for(run_dir / "metrics.jsonl", process)  # written at step 1: the loop is running
-    process.send_signal(signum)
+    process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
 
-    assert process.returncode == 128 + signum, stderr
+    assert process.returncode == 128 + signal.SIGTERM, stderr
     lines = error_lines(stderr)
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     checkpoint = run_dir / "checkpoints" / "last.pt"
-    assert f"stopped by {signum.name} at step" in lines[0] and f"trainer.resume={checkpoint}" in lines[0]
+    assert "stopped by SIGTERM at step" in lines[0] and f"trainer.resume={checkpoint}" in lines[0]
     step = int(re.search(r"at step (\d+)", lines[0]).group(1))
     assert load_checkpoint(checkpoint)["step"] == step >= 1
-    assert read_metrics(run_dir)[-1]["step"] <= step
     assert not (run_dir / "results.json").exists()
 
-
-def test_training_continues_from_the_checkpoint_a_signal_left(tmp_path, monkeypatch):
-    run_dir = tmp_path / "run"
-    process = start_minrnn(["train", *TINY, *LONG, f"hydra.run.dir={run_dir}"], tmp_path)
-    wait_for(run_dir / "metrics.jsonl", process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    resume = re.search(r"(trainer\.resume=\S+)", stderr).group(1)
-    step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
-
+    # the line's advice works: the same command plus trainer.resume=... goes on from that step
     monkeypatch.chdir(tmp_path)
+    resume = re.search(r"(trainer\.resume=\S+)", lines[0]).group(1)
     result = invoke(["train", *TINY, f"trainer.max_steps={step + 2}", resume, f"hydra.run.dir={tmp_path / 'more'}"])
     assert result.exit_code == 0, result.stdout + result.stderr
-    results = read_results(tmp_path / "more")
-    assert results["resumed_from_step"] == step and results["steps"] == step + 2
+    assert read_results(tmp_path / "more")["resumed_from_step"] == step
     steps = [row["step"] for row in read_metrics(tmp_path / "more") if "train_loss" in row]
     assert steps == sorted(set(steps)) and steps[-2:] == [step + 1, step + 2]  # no step twice, none lost
 
 
+def test_ctrl_c_saves_last_checkpoint_and_exits_130(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+
+    def press_ctrl_c_once_training() -> None:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "metrics.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.chdir(tmp_path)
+    threading.Thread(target=press_ctrl_c_once_training, daemon=True).start()
+    result = invoke(["train", *TINY, *LONG, f"hydra.run.dir={run_dir}"])
+    line = assert_one_line_error(result, 128 + signal.SIGINT)
+    assert "stopped by SIGINT at step" in line and "trainer.resume=" in line
+    step = int(re.search(r"at step (\d+)", line).group(1))
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == step
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
+
+
 def test_resume_auto_after_sigkill_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = [*TINY, "trainer.max_steps=300", "trainer.eval_every=10", "trainer.log_every=5"]
+    # a constant learning rate, so the killed run (which would go on for long) and the shorter reference
+    # share their schedule; the kill can then come at any step after the first checkpoint
+    args = [*TINY, "optim.warmup_steps=0", "optim.min_lr_ratio=1.0", "trainer.eval_every=10", "trainer.log_every=5"]
     killed = tmp_path / "outputs" / "runs" / "killed"
-    process = start_minrnn(["train", *args, f"hydra.run.dir={killed}"], tmp_path)
+    process = start_minrnn(["train", *args, "trainer.max_steps=100000", f"hydra.run.dir={killed}"], tmp_path)
     wait_for(killed / "checkpoints" / "last.pt", process)
     process.kill()
     process.wait(timeout=60)
     killed_at = load_checkpoint(killed / "checkpoints" / "last.pt")["step"]
-    assert 10 <= killed_at < 300  # killed mid-run, after a checkpoint
+    args.append(f"trainer.max_steps={killed_at + 12}")
 
     monkeypatch.chdir(tmp_path)
     resumed = invoke(["train", *args, "trainer.resume=auto"])
@@ -88,7 +101,7 @@ def test_resume_auto_after_sigkill_reproduces_an_uninterrupted_run(tmp_path, mon
     def losses(run_dir: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in read_metrics(run_dir)]
 
-    assert read_results(resumed_dir)["resumed_from_step"] == killed_at
+    assert read_results(resumed_dir)["resumed_from_step"] == killed_at >= 10
     assert losses(resumed_dir) == losses(tmp_path / "reference")  # every step once, bit for bit the same
     final = {k: v for k, v in read_results(resumed_dir).items() if k.startswith(("val_", "test_"))}
     assert final == {k: v for k, v in read_results(tmp_path / "reference").items() if k in final}
@@ -130,3 +143,34 @@ def test_a_run_never_writes_into_a_folder_holding_another(tmp_path, monkeypatch)
     line = assert_one_line_error(invoke(["train", *TINY, "optim.lr=0.001"]))
     assert f"{run_dir} already holds a run" in line and "hydra.run.dir" in line
     assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+
+
+def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_as_the_newest(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from minrnn_cli.models import build_lm
+    from minrnn_cli.training.checkpoint import latest_resumable, save_checkpoint
+    from minrnn_cli.training.optim import build_optimizer, build_scheduler
+
+    config = OmegaConf.create({"model": {"name": "mingru", "d_model": 8, "n_layers": 1}, "task": {"name": "x"},
+                               "optim": {"lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.99], "warmup_steps": 0,
+                                         "min_lr_ratio": 1.0}})
+    model = build_lm("mingru", 5, d_model=8, n_layers=1)
+    optimizer = build_optimizer(model, config.optim)
+    state = dict(model=model, optimizer=optimizer, scheduler=build_scheduler(optimizer, config.optim, 10),
+                 best=None, config=config, vocabulary={})
+    run_dir = tmp_path / "outputs" / "runs" / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    last = run_dir / "checkpoints" / "last.pt"
+    save_checkpoint(last, step=1, **state)
+
+    def dies_midway(payload, path):  # a kill during the write: half a file, then nothing more
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(last, step=2, **state)
+    assert load_checkpoint(last)["step"] == 1
+    assert latest_resumable(tmp_path / "outputs", config) == last

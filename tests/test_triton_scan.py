@@ -10,6 +10,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -100,6 +101,37 @@ def test_any_strides(kernels):
     _assert_all_close((h, last, *grads), (ref_h, ref_last, *ref_grads), tol=1e-12)
 
 
+def _inside_inf(tensor, margin=8):
+    """The same values as a view into a buffer padded with inf along T on both sides."""
+    batch, length, width = tensor.shape
+    buffer = torch.full((batch, length + 2 * margin, width), float("inf"), dtype=tensor.dtype, device=DEVICE)
+    view = buffer[:, margin : margin + length]
+    view.copy_(tensor)
+    return view
+
+
+@requires_triton
+@pytest.mark.parametrize("cell", ["plain", "mingru", "minlstm"])
+def test_reads_stay_inside_the_sequence(kernels, cell):
+    """Inputs sit between inf guard bands: a read past either end turns into inf * 0 (a numpy warning, an
+    error here, in the interpreter) or a non-finite output."""
+    length, width = 11, 5
+    a, b, h0 = _inputs(length, torch.float32, width=width)
+    grad_h = _inside_inf(torch.randn_like(b))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        if cell == "plain":
+            a, b = _inside_inf(a), _inside_inf(b)
+            h = _inside_inf(kernels.linear_scan(a, b, h0))
+            outputs = (h, *kernels.linear_scan_backward(a, h0, h, grad_h))
+        else:
+            code = kernels.MINGRU if cell == "mingru" else kernels.MINLSTM
+            hidden = _inside_inf(torch.randn(2, length, (kernels.N_GATES[code] + 1) * width, device=DEVICE))
+            h = _inside_inf(kernels.cell_scan(hidden, h0, code, True, True))
+            outputs = (h, *kernels.cell_scan_backward(hidden, h0, h, grad_h, code, True, True))
+    assert all(torch.isfinite(t).all() for t in outputs)
+
+
 def _cell(kind, log_space, learned_h0, dtype=torch.float64, **options):
     torch.manual_seed(0)
     cls = MinGRU if kind == "mingru" else MinLSTM
@@ -153,8 +185,11 @@ def test_fused_cell_in_bfloat16_is_close(kernels, kind):
 
 
 @requires_triton
-def test_compiles_without_graph_breaks(kernels):
+def test_compiles_without_graph_breaks(kernels, monkeypatch):
     """fullgraph=True fails on any graph break; aot_eager traces the backward through the fake kernels too."""
+    import minrnn_cli.scans.triton_scan as triton_scan
+
+    monkeypatch.setattr(triton_scan, "_importable", None)  # the first check of triton happens inside the trace
     cell = _fused_twin(_cell("minlstm", log_space=True, learned_h0=True))
     x = torch.randn(2, 9, 4, dtype=torch.float64, device=DEVICE)
     compiled = torch.compile(cell, fullgraph=True, backend="aot_eager")

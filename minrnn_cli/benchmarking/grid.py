@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import torch
 
 from minrnn_cli.benchmarking import memory
-from minrnn_cli.benchmarking.budget import CALIBRATION_LEN, Budget
+from minrnn_cli.benchmarking.budget import CALIBRATION_LEN, Budget, Plan
 from minrnn_cli.benchmarking.config import BenchConfig
-from minrnn_cli.benchmarking.timing import Timing, time_once, time_repeats
-from minrnn_cli.benchmarking.workload import Workload
+from minrnn_cli.benchmarking.timing import Timing, time_interleaved, time_once
+from minrnn_cli.benchmarking.workload import Workload, make_inputs
 
 KINDS = ("train_step", "prefill", "decode_token")  # decode_token timings are per token
 
@@ -40,75 +40,102 @@ class Cell:
 
 def measure_grid(config: BenchConfig, device: torch.device, dtype: torch.dtype, max_memory_bytes: int,
                  on_cell: Callable[[Cell], None] = lambda cell: None) -> list[Cell]:
-    """All cells, shortest length first so the budgets can extrapolate; `on_cell` sees each as it ends."""
+    """All cells, shortest length first so the budgets can extrapolate; `on_cell` sees each as it ends.
+
+    The models of one length are timed side by side (their repeats interleaved), so the ratios between
+    them do not depend on when, during the run, another job loaded the machine.
+    """
     budget = Budget(config.budget_s, config.warmup, config.repeats, config.min_repeats, max_memory_bytes)
     cells = []
     for seq_len in sorted(set(config.seq_len)):
-        for model in dict.fromkeys(config.models):
-            cell = _measure_cell(model, seq_len, config, device, dtype, budget)
+        for cell in _measure_length(list(dict.fromkeys(config.models)), seq_len, config, device, dtype, budget):
             cells.append(cell)
             on_cell(cell)
     return cells
 
 
-def _measure_cell(model: str, seq_len: int, config: BenchConfig, device: torch.device,
-                  dtype: torch.dtype, budget: Budget) -> Cell:
-    cell = Cell(model, seq_len)
-    over_memory = budget.memory_skip(model, seq_len)
-    if over_memory:
-        cell.measurements = {kind: Measurement("skipped", note=over_memory) for kind in KINDS}
-        cell.memory_note = "not measured: over the memory limit"
-        return cell
-    torch.manual_seed(config.seed)
-    try:
-        workload = Workload(model, seq_len, batch_size=config.batch_size, d_model=config.d_model,
-                            depth=config.depth, dtype=dtype, device=device,
-                            scan_backend=config.scan_backend, optimizer_step=config.optimizer_step,
-                            decode_tokens=config.decode_tokens)
-    except (RuntimeError, ValueError) as error:  # e.g. out of memory at build time
-        for kind in KINDS:
-            cell.measurements[kind] = Measurement("error", note=_first_line(error))
-        return cell
-    cell.n_params = workload.n_params()
-    calls = {"train_step": workload.train_step, "prefill": workload.prefill, "decode_token": workload.decode}
-    calibrations = {"train_step": workload.train_step, "prefill": workload.prefill}
+def _measure_length(models: list[str], seq_len: int, config: BenchConfig, device: torch.device,
+                    dtype: torch.dtype, budget: Budget) -> list[Cell]:
+    cells = {model: Cell(model, seq_len) for model in models}
+    workloads = _build(cells, config, device, dtype, budget)
     for kind in KINDS:
         if kind != "train_step" and not config.inference:
-            cell.measurements[kind] = Measurement("off")
+            for model in workloads:
+                cells[model].measurements[kind] = Measurement("off")
             continue
         if kind == "decode_token":
-            from_prefill = cell.measurements["prefill"].status == "ok"
-            workload.prepare_decode(from_prefill)
-        measured = _measure(calls[kind], model, kind, seq_len, device, budget, calibrations.get(kind))
-        if kind == "decode_token" and measured.timing is not None:
-            measured.timing = measured.timing.scaled(config.decode_tokens)
-            if not from_prefill:
-                measured.note = "; ".join(filter(None, [measured.note, "decoded from the zero state"]))
-        cell.measurements[kind] = measured
-    train_status = cell.measurements["train_step"].status
-    if not config.memory:
-        cell.memory_note = "off"
-    elif train_status == "error" or not (train_status == "ok" or budget.fits_once(model, "train_step", seq_len)):
-        cell.memory_note = f"not measured: training step {train_status}"
-    else:
-        if train_status != "ok":
-            cell.memory_note = "from one training step (its timing did not fit the budget)"
-        workload.model.zero_grad(set_to_none=True)
-        try:
-            cell.peak_bytes = memory.peak_bytes(workload.train_step, device, workload.resident_bytes())
-            budget.record(model, "peak_bytes", seq_len, cell.peak_bytes)
-        except RuntimeError as error:
-            cell.memory_note = f"error: {_first_line(error)}"
-    del workload, calls
+            for model, workload in workloads.items():
+                workload.prepare_decode(from_prefill=cells[model].measurements["prefill"].status == "ok")
+        measured = _measure_side_by_side(workloads, kind, seq_len, device, budget)
+        for model, measurement in measured.items():
+            if kind == "decode_token":
+                if measurement.timing is not None:
+                    measurement.timing = measurement.timing.scaled(config.decode_tokens)
+                if workloads[model].decodes_from_zero_state():
+                    measurement.note = "; ".join(filter(None, [measurement.note, "decoded from the zero state"]))
+            cells[model].measurements[kind] = measurement
+    for model, workload in workloads.items():
+        _measure_memory(cells[model], workload, config, device, budget)
+    del workloads
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return cell
+    return list(cells.values())
 
 
-def _measure(fn: Callable[[], object], model: str, kind: str, seq_len: int, device: torch.device,
-             budget: Budget, calibrate: Callable[[int], object] | None = None) -> Measurement:
-    """Time `fn` within the budget: skip on a prediction, else probe once, then warm up and repeat.
+def _build(cells: dict[str, Cell], config: BenchConfig, device: torch.device, dtype: torch.dtype,
+           budget: Budget) -> dict[str, Workload]:
+    """A workload per model of one length, all on one shared input; cells predicted over the memory limit
+    or failing to build are marked and left out."""
+    workloads, inputs = {}, None
+    for model, cell in cells.items():
+        over_memory = budget.memory_skip(model, cell.seq_len)
+        if over_memory:
+            cell.measurements = {kind: Measurement("skipped", note=over_memory) for kind in KINDS}
+            cell.memory_note = "not measured: over the memory limit"
+            continue
+        torch.manual_seed(config.seed)
+        try:
+            inputs = inputs or make_inputs(config.batch_size, cell.seq_len, config.d_model, dtype, device,
+                                           config.seed)
+            workloads[model] = Workload(model, *inputs, depth=config.depth, scan_backend=config.scan_backend,
+                                        optimizer_step=config.optimizer_step, decode_tokens=config.decode_tokens)
+        except (RuntimeError, ValueError) as error:  # e.g. out of memory at build time
+            cell.measurements = {kind: Measurement("error", note=_first_line(error)) for kind in KINDS}
+            continue
+        cell.n_params = workloads[model].n_params()
+    return workloads
+
+
+def _measure_side_by_side(workloads: dict[str, Workload], kind: str, seq_len: int, device: torch.device,
+                          budget: Budget) -> dict[str, Measurement]:
+    """Plan each model's call within the budget (`_plan`), then time those that fit, repeats interleaved.
+
+    The training step and prefill take a prefix length, so they can be calibrated on a short prefix;
+    decoding costs the same per token at any length, so its probe call is its calibration.
+    """
+    calls = {model: workload.decode if kind == "decode_token" else getattr(workload, kind)
+             for model, workload in workloads.items()}
+    measured, repeats, notes = {}, {}, {}
+    for model, fn in calls.items():
+        plan = _plan(fn, None if kind == "decode_token" else fn, model, kind, seq_len, device, budget)
+        if isinstance(plan, Measurement):
+            measured[model] = plan
+        else:
+            repeats[model], notes[model] = plan.repeats, plan.note
+    timed = time_interleaved({m: calls[m] for m in repeats}, repeats, device, budget.warmup)
+    for model, timing in timed.items():
+        if isinstance(timing, RuntimeError):
+            measured[model] = Measurement("error", note=_first_line(timing))
+        else:
+            budget.record(model, kind, seq_len, timing.median_s)
+            measured[model] = Measurement("ok", timing, notes[model])
+    return measured
+
+
+def _plan(fn: Callable[[], object], calibrate: Callable[[int], object] | None, model: str, kind: str,
+          seq_len: int, device: torch.device, budget: Budget) -> Plan | Measurement:
+    """How many repeats fit the budget, or the skipped/error Measurement: skip on a prediction, else probe.
 
     With nothing shorter measured yet, `calibrate(CALIBRATION_LEN)` (the same call on a prefix) is timed
     first, so even the first length of a grid is predicted before a possibly very long call is made.
@@ -121,15 +148,32 @@ def _measure(fn: Callable[[], object], model: str, kind: str, seq_len: int, devi
         if skip is not None:
             return Measurement("skipped", note=skip.note)
         probe_s = time_once(fn, device)
-        plan = budget.after_probe(probe_s)
-        budget.record(model, kind, seq_len, probe_s)
-        if plan.repeats == 0:
-            return Measurement("skipped", note=plan.note)
-        timing = time_repeats(fn, device, budget.warmup, plan.repeats)
     except RuntimeError as error:  # out of memory, an op missing for this dtype/device, ...
         return Measurement("error", note=_first_line(error))
-    budget.record(model, kind, seq_len, timing.median_s)
-    return Measurement("ok", timing, plan.note)
+    plan = budget.after_probe(probe_s)
+    budget.record(model, kind, seq_len, probe_s)
+    return Measurement("skipped", note=plan.note) if plan.repeats == 0 else plan
+
+
+def _measure_memory(cell: Cell, workload: Workload, config: BenchConfig, device: torch.device,
+                    budget: Budget) -> None:
+    """The training step's peak memory, wherever one step is predicted to fit the budget."""
+    train_status = cell.measurements["train_step"].status
+    if not config.memory:
+        cell.memory_note = "off"
+        return
+    if train_status == "error" or not (train_status == "ok" or budget.fits_once(cell.model, "train_step",
+                                                                                 cell.seq_len)):
+        cell.memory_note = f"not measured: training step {train_status}"
+        return
+    if train_status != "ok":
+        cell.memory_note = "from one training step (its timing did not fit the budget)"
+    workload.model.zero_grad(set_to_none=True)
+    try:
+        cell.peak_bytes = memory.peak_bytes(workload.train_step, device, workload.resident_bytes())
+        budget.record(cell.model, "peak_bytes", cell.seq_len, cell.peak_bytes)
+    except RuntimeError as error:
+        cell.memory_note = f"error: {_first_line(error)}"
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,12 +1,14 @@
 """Peak memory of one call (the training step), including what was resident before it.
 
-- CUDA: `torch.cuda.max_memory_allocated` after resetting the peak; the device holds only this
-  measurement's model, optimiser, input and target, so the figure includes them.
-- CPU: torch has no CPU peak counter, so the figure is built from the allocator itself: the bytes of the
-  tensors resident before the call (parameters, buffers, input, target, optimiser state) plus the peak of
-  live bytes during the call, replayed from torch.profiler's allocation events (`profile_memory=True`),
-  which record every CPU-allocator allocation and free with its size. Both are tensor bytes, so
-  the two devices report the same quantity; process RSS (Python, libraries, allocator caching) is excluded.
+On both devices the figure is the bytes of the tensors resident before the call (parameters, buffers,
+input, target, optimiser state) plus the peak of the bytes the call allocates on top of what was allocated
+when it began (other models of the same length, timed side by side, stay out of it):
+- CUDA: `torch.cuda.max_memory_allocated` (after resetting the peak) minus `torch.cuda.memory_allocated`
+  at the start.
+- CPU: torch has no CPU peak counter, so the peak is replayed from torch.profiler's allocation events
+  (`profile_memory=True`), which record every CPU-allocator allocation and free with its size.
+Both are tensor bytes, so the two devices report the same quantity; process RSS (Python, libraries,
+allocator caching) is excluded.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-CUDA_METHOD = "torch.cuda.max_memory_allocated over one training step (model, input, target included)"
+CUDA_METHOD = (
+    "resident tensor bytes (parameters, buffers, input, target, optimiser state) + torch.cuda.max_memory_allocated "
+    "during one training step less torch.cuda.memory_allocated at its start"
+)
 CPU_METHOD = (
     "resident tensor bytes (parameters, buffers, input, target, optimiser state) + peak live CPU-allocator "
     "bytes during one training step, from torch.profiler allocation events (profile_memory=True)"
@@ -31,15 +36,16 @@ def method(device: torch.device) -> str:
 
 
 def peak_bytes(fn: Callable[[], object], device: torch.device, resident_bytes: int) -> int:
-    """Peak tensor bytes while `fn` runs, counting `resident_bytes` already held (CPU only; CUDA sees it)."""
+    """`resident_bytes` + the peak of the tensor bytes `fn` allocates while it runs."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
+        allocated = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device)
+        return resident_bytes + torch.cuda.max_memory_allocated(device) - allocated
     with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     return resident_bytes + _peak_live_bytes(prof)

@@ -124,7 +124,7 @@ def markdown(result: BenchResult) -> str:
         "",
         f"Machine: {machine['cpu']} ({machine['cpu_count']} CPUs), device {machine['device']}"
         + (f" ({machine['gpu']})" if "gpu" in machine else "")
-        + f", torch {machine['torch']}, {machine['torch_threads']} torch threads; load average (1/5/15 min) "
+        + f", torch {machine['torch']}, torch threads: {machine['torch_threads']}; load average (1/5/15 min) "
         f"{machine['load_average_at_start']} at the start, {machine.get('load_average_at_end')} at the end.",
         f"Shapes: batch {config['batch_size']}, width {config['d_model']}, depth {config['depth']}, "
         f"dtype {config['dtype']}; warm-up {config['warmup']}, repeats {config['repeats']} "

@@ -33,7 +33,7 @@ def run_bench(config: BenchConfig, out_dir: Path, command: str,
     machine = machine_info(device, threads)
     max_memory = memory_limit_bytes(config, device)
     console.print(f"minrnn bench on {machine.get('gpu') or machine['cpu']} ({device.type}, "
-                  f"{threads} torch threads, torch {machine['torch']}); results in {out_dir}")
+                  f"torch threads: {threads}, torch {machine['torch']}); results in {out_dir}")
     cells = measure_grid(config, device, dtype, max_memory,
                          on_cell=lambda cell: console.print(_progress(cell)))
     machine["load_average_at_end"] = load_average()

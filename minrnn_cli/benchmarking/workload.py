@@ -47,15 +47,22 @@ class MixerStack(nn.Module):
         return x_t, new_states
 
 
-class Workload:
-    """One model at one shape on one device, ready to be timed."""
+def make_inputs(batch_size: int, seq_len: int, d_model: int, dtype: torch.dtype, device: torch.device,
+                seed: int) -> tuple[Tensor, Tensor]:
+    """The input and the regression target, (B, T, d_model) each; every model of a length shares them."""
+    generator = torch.Generator().manual_seed(seed)
+    x, target = torch.randn(2, batch_size, seq_len, d_model, generator=generator)
+    return x.to(device=device, dtype=dtype), target.to(device=device, dtype=dtype)
 
-    def __init__(self, name: str, seq_len: int, *, batch_size: int, d_model: int, depth: int,
-                 dtype: torch.dtype, device: torch.device, scan_backend: str, optimizer_step: bool,
-                 decode_tokens: int):
-        self.model = MixerStack(name, d_model, depth, scan_backend).to(device=device, dtype=dtype)
-        self.x = torch.randn(batch_size, seq_len, d_model, device=device, dtype=dtype)
-        self.target = torch.randn_like(self.x)
+
+class Workload:
+    """One model on one (input, target) pair, ready to be timed; the model takes the input's dtype and device."""
+
+    def __init__(self, name: str, x: Tensor, target: Tensor, *, depth: int, scan_backend: str,
+                 optimizer_step: bool, decode_tokens: int):
+        self.model = MixerStack(name, x.shape[-1], depth, scan_backend).to(device=x.device, dtype=x.dtype)
+        self.x = x
+        self.target = target
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4) if optimizer_step else None
         self.decode_tokens = decode_tokens
         self._decode_start: list | None = None  # None: the zero state
@@ -81,6 +88,9 @@ class Workload:
                 _, self._decode_start = self.model(self.x)
         else:
             self._decode_start = None
+
+    def decodes_from_zero_state(self) -> bool:
+        return self._decode_start is None or all(state is None for state in self._decode_start)
 
     def decode(self) -> None:
         with torch.inference_mode():

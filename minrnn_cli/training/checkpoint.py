@@ -88,16 +88,23 @@ def load_model_state(model, payload: dict, path: str | Path) -> None:
         raise UserError(f"checkpoint {path} does not fit the model in its config ({first})") from None
 
 
-def find_latest(root: Path, filename: str, model: str | None = None, task: str | None = None) -> Path | None:
-    """The newest `checkpoints/<filename>` under root, optionally of the given model and task names."""
+def find_latest(root: Path, filename: str) -> Path | None:
+    """The newest `checkpoints/<filename>` under root."""
     candidates = sorted(root.glob(f"**/checkpoints/{filename}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return candidates[0] if candidates else None
+
+
+def latest_resumable(root: Path, config) -> Path | None:
+    """The newest `checkpoints/last.pt` under root of a run with the same model and task config (what
+    `trainer.resume=auto` continues). Files are renamed into place whole, so every last.pt is complete."""
+    wanted = {group: OmegaConf.to_container(config[group], resolve=False) for group in ("model", "task")}
+    candidates = sorted(root.glob("**/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for candidate in candidates:
-        if model is None and task is None:
-            return candidate
         config_file = candidate.parent.parent / ".hydra" / "config.yaml"
-        if not config_file.is_file():
-            continue
-        config = OmegaConf.load(config_file)
-        if config.get("model", {}).get("name") == model and config.get("task", {}).get("name") == task:
-            return candidate
+        if config_file.is_file():
+            earlier = OmegaConf.load(config_file)
+            if all(OmegaConf.to_container(earlier.get(group, {}), resolve=False) == wanted[group]
+                   for group in wanted):
+                return candidate
     return None
+

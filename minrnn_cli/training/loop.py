@@ -18,7 +18,7 @@ from minrnn_cli.tasks import build_task
 from minrnn_cli.tracking.progress import TrainingProgress
 from minrnn_cli.tracking.records import MetricsLog, copy_metrics
 from minrnn_cli.training.checkpoint import (
-    find_latest,
+    latest_resumable,
     load_checkpoint,
     load_model_state,
     restore_rng_states,
@@ -43,14 +43,14 @@ log = logging.getLogger("minrnn")
 
 
 def resume_path(resume: str | None, cfg: DictConfig, runs_root: Path) -> Path | None:
-    """The checkpoint to continue from: a path, `auto` (newest last.pt of this model and task), or None."""
+    """The checkpoint to continue from: a path, `auto` (newest last.pt of this model and task config), or None."""
     if resume is None:
         return None
     if resume == "auto":
-        found = find_latest(runs_root, "last.pt", cfg.model.name, cfg.task.name)
+        found = latest_resumable(runs_root, cfg)
         if found is None:
-            log.info(f"trainer.resume=auto: no last.pt of {cfg.model.name} on {cfg.task.name} under "
-                     f"{runs_root}; starting from scratch")
+            log.info(f"trainer.resume=auto: no last.pt of this {cfg.model.name} config on this {cfg.task.name} "
+                     f"config under {runs_root}; starting from scratch")
         return found
     return Path(resume).expanduser()
 
@@ -60,8 +60,9 @@ def check_resumable(payload: dict, cfg: DictConfig, path: Path) -> None:
     for group in ("model", "task"):
         theirs, ours = payload["config"].get(group, {}), dict(cfg[group])
         if theirs != ours:
+            keys = ["name"] if theirs.get("name") != ours.get("name") else sorted({*theirs, *ours})
             differ = ", ".join(f"{group}.{key}={theirs.get(key)!r} there, {ours.get(key)!r} here"
-                               for key in sorted({*theirs, *ours}) if theirs.get(key) != ours.get(key))
+                               for key in keys if theirs.get(key) != ours.get(key))
             raise UserError(f"checkpoint {path} was trained with a different {group} config ({differ}); "
                             f"resume with the same {group} settings")
     if payload["step"] >= cfg.trainer.max_steps:

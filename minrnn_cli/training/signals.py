@@ -38,7 +38,6 @@ class StopRequest:
         return self.signum is not None
 
 
-
 @contextlib.contextmanager
 def stop_signals() -> Iterator[StopRequest]:
     """Catch SIGINT/SIGTERM for the duration; outside the main thread (signals cannot be caught there) the

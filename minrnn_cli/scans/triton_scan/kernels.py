@@ -22,7 +22,9 @@ Backward, walking time in reverse (row 0 of a tile is the chunk's last step):
 import triton
 import triton.language as tl
 
-PLAIN, MINGRU, MINLSTM = 0, 1, 2
+PLAIN, MINGRU, MINLSTM = 0, 1, 2  # the CELL codes the host passes
+# the same inside kernels, which may read only constexpr globals
+_PLAIN, _MINLSTM = tl.constexpr(PLAIN), tl.constexpr(MINLSTM)
 
 
 @triton.jit
@@ -44,13 +46,13 @@ def _log_sigmoid(x):
 @triton.jit
 def _gate_logit(x, w, CELL: tl.constexpr):
     """The logit s of the input gate z = sigmoid(s) for the cells where a = 1 - z."""
-    return _log_sigmoid(w) - _log_sigmoid(x) if CELL == MINLSTM else x
+    return _log_sigmoid(w) - _log_sigmoid(x) if CELL == _MINLSTM else x
 
 
 @triton.jit
 def _gates(x, w, CELL: tl.constexpr, NORMALIZE: tl.constexpr):
     """(a, z): the decay and the input gate from the gate pre-activations (not used for PLAIN)."""
-    if CELL == MINLSTM and not NORMALIZE:
+    if CELL == _MINLSTM and not NORMALIZE:
         a = _sigmoid(x)
         z = _sigmoid(w)
     else:
@@ -75,7 +77,7 @@ def _candidate(y, LOG_SPACE: tl.constexpr):
 
 @triton.jit
 def _decay(x, w, CELL: tl.constexpr, NORMALIZE: tl.constexpr):
-    if CELL == PLAIN:
+    if CELL == _PLAIN:
         a = x
     else:
         a, _ = _gates(x, w, CELL, NORMALIZE)
@@ -85,7 +87,7 @@ def _decay(x, w, CELL: tl.constexpr, NORMALIZE: tl.constexpr):
 @triton.jit
 def _coefficients(x, y, w, CELL: tl.constexpr, LOG_SPACE: tl.constexpr, NORMALIZE: tl.constexpr):
     """(a, b) of the recurrence at one tile of steps."""
-    if CELL == PLAIN:
+    if CELL == _PLAIN:
         a = x
         b = y
     else:
@@ -131,7 +133,7 @@ def scan_forward_kernel(
         offsets = in_row[:, None] + t[None, :] * s_in_t
         x = _load(x_ptr, offsets, mask, ACC)
         y = _load(y_ptr, offsets, mask, ACC)
-        w = _load(w_ptr, offsets, mask, ACC) if CELL == MINLSTM else x
+        w = _load(w_ptr, offsets, mask, ACC) if CELL == _MINLSTM else x
         a, b = _coefficients(x, y, w, CELL, LOG_SPACE, NORMALIZE)
         b = tl.where(steps[None, :] == 0, b + a * carry[:, None], b)
         _, h = tl.associative_scan((a, b), axis=1, combine_fn=_combine)
@@ -167,10 +169,10 @@ def scan_backward_kernel(
         t = ((n_chunks - 1 - chunk) * CHUNK_T + CHUNK_T - 1 - steps).to(tl.int64)  # reversed time
         mask = channel_ok[:, None] & (t < T)[None, :]
         next_mask = channel_ok[:, None] & (t + 1 < T)[None, :]
-        prev_mask = channel_ok[:, None] & (t >= 1)[None, :]
+        prev_mask = mask & (t >= 1)[None, :]
         offsets = in_row[:, None] + t[None, :] * s_in_t
         x_next = _load(x_ptr, offsets + s_in_t, next_mask, ACC)
-        w_next = _load(w_ptr, offsets + s_in_t, next_mask, ACC) if CELL == MINLSTM else x_next
+        w_next = _load(w_ptr, offsets + s_in_t, next_mask, ACC) if CELL == _MINLSTM else x_next
         a_next = tl.where(next_mask, _decay(x_next, w_next, CELL, NORMALIZE), 0.0)
         g = _load(grad_h_ptr, gh_row[:, None] + t[None, :] * s_gh_t, mask, ACC)
         g = tl.where(steps[None, :] == 0, g + a_next * carry[:, None], g)
@@ -181,32 +183,32 @@ def scan_backward_kernel(
         h_prev = tl.where((t == 0)[None, :], h0[:, None], h_prev)
         x = _load(x_ptr, offsets, mask, ACC)
         out = out_row[:, None] + t[None, :] * s_out_t
-        if CELL == PLAIN:
+        if CELL == _PLAIN:
             grad_x = g * h_prev
             grad_y = g
         else:
             y = _load(y_ptr, offsets, mask, ACC)
-            w = _load(w_ptr, offsets, mask, ACC) if CELL == MINLSTM else x
+            w = _load(w_ptr, offsets, mask, ACC) if CELL == _MINLSTM else x
             a, z = _gates(x, w, CELL, NORMALIZE)
             candidate, slope = _candidate(y, LOG_SPACE)
             grad_y = g * z * slope
-            if CELL == MINLSTM and not NORMALIZE:
+            if CELL == _MINLSTM and not NORMALIZE:
                 grad_x = g * h_prev * a * (1.0 - a)
                 grad_w = g * candidate * z * (1.0 - z)
             else:
                 grad_logit = g * z * a * (candidate - h_prev)
-                if CELL == MINLSTM:
+                if CELL == _MINLSTM:
                     grad_x = -grad_logit * _sigmoid(-x)
                     grad_w = grad_logit * _sigmoid(-w)
                 else:
                     grad_x = grad_logit
-            if CELL == MINLSTM:
+            if CELL == _MINLSTM:
                 tl.store(grad_w_ptr + out, grad_w.to(grad_w_ptr.dtype.element_ty), mask=mask)
         tl.store(grad_x_ptr + out, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
         tl.store(grad_y_ptr + out, grad_y.to(grad_y_ptr.dtype.element_ty), mask=mask)
 
     first = in_row  # step 0
     x0 = _load(x_ptr, first, channel_ok, ACC)
-    w0 = _load(w_ptr, first, channel_ok, ACC) if CELL == MINLSTM else x0
+    w0 = _load(w_ptr, first, channel_ok, ACC) if CELL == _MINLSTM else x0
     grad_h0 = _decay(x0, w0, CELL, NORMALIZE) * carry
     tl.store(grad_h0_ptr + batch * D + channels, grad_h0.to(grad_h0_ptr.dtype.element_ty), mask=channel_ok)
