@@ -34,7 +34,7 @@ class LaunchConfig:
 
     chunk_t: int = 32
     block_d: int = 32
-    num_warps: int = 1
+    num_warps: int = 4  # 8 elements a thread at 32 x 32: no register spills in ptxas for sm_90
 
 
 CONFIG = LaunchConfig()  # scripts/bench_triton_scan.py sweeps these; tests shrink them
@@ -44,10 +44,11 @@ def _launch(kernel, batch: int, length: int, width: int, *args, **constants) -> 
     block_d = min(CONFIG.block_d, triton.next_power_of_2(width))
     chunk_t = min(CONFIG.chunk_t, triton.next_power_of_2(length))
     n_blocks_d = triton.cdiv(width, block_d)
+    num_warps = max(1, min(CONFIG.num_warps, chunk_t * block_d // 32))  # no more threads than elements
     with torch.cuda.device_of(args[0]):
         kernel[(batch * n_blocks_d,)](
             *args[:-1], length, width, n_blocks_d, *args[-1],
-            CHUNK_T=chunk_t, BLOCK_D=block_d, num_warps=CONFIG.num_warps, **constants,
+            CHUNK_T=chunk_t, BLOCK_D=block_d, num_warps=num_warps, **constants,
         )  # fmt: skip
 
 
