@@ -13,7 +13,9 @@ TRAILING_COLUMNS = ("error",)  # a failed job's one-line error
 
 def _format(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.2f}" if abs(value) >= 100 else f"{value:.4f}"  # seconds, then losses and accuracies
     if isinstance(value, int):
         return f"{value:,}"
     return "" if value is None else str(value)
