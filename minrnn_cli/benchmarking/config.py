@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, fields
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEVICES = ("auto", "cpu", "cuda")
-SCAN_BACKENDS = ("auto", "linear", "log", "sequential", "triton")
 # The paper's grid (Fig. 1): powers of two from 64 to 4096.
 PAPER_SEQ_LENS = (64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -57,6 +56,7 @@ class BenchConfig:
 
     def validate(self) -> None:
         from minrnn_cli.models import MODEL_NAMES
+        from minrnn_cli.scans import BACKENDS
 
         for name in self.models:
             _choice("models", name, MODEL_NAMES)
@@ -68,7 +68,7 @@ class BenchConfig:
             _at_least("seq_len", length, 1)
         _choice("dtype", self.dtype, DTYPES)
         _choice("device", self.device, DEVICES)
-        _choice("scan_backend", self.scan_backend, SCAN_BACKENDS)
+        _choice("scan_backend", self.scan_backend, BACKENDS)
         for name in ("batch_size", "d_model", "depth", "repeats", "min_repeats", "decode_tokens"):
             _at_least(name, getattr(self, name), 1)
         _at_least("warmup", self.warmup, 0)
