@@ -30,7 +30,7 @@ from minrnn_cli.scans.triton_scan import fused_cell_scan
 
 def g(x: Tensor) -> Tensor:
     """The paper's positive activation: x + 0.5 for x >= 0, sigmoid(x) below (continuous at 0)."""
-    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+    return F.relu(x) + torch.sigmoid(x.clamp(max=0))  # torch.where is several times slower on the CPU
 
 
 def log_g(x: Tensor) -> Tensor:
@@ -75,9 +75,8 @@ class _MinimalRNN(nn.Module):
         log_a, log_input = self.log_gates(gate_pre)
         return torch.exp(log_a), torch.exp(log_input)
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(gate pre-activations, candidate pre-activation) for x of shape (..., d_model)."""
-        hidden = self.to_hidden(x)
+    def _split(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """(gate pre-activations, candidate pre-activation) of the input projection `to_hidden(x)`."""
         return hidden[..., : -self.d_inner], hidden[..., -self.d_inner :]
 
     def _candidate(self, candidate_pre: Tensor) -> Tensor:
@@ -93,26 +92,28 @@ class _MinimalRNN(nn.Module):
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner))."""
         h0 = self.initial_state(x.shape[0], x) if state is None else state
+        hidden = self.to_hidden(x)
         if resolve_backend(self.backend_choice, x.device) == "triton":  # gates computed inside the kernel
-            h = fused_cell_scan(self.to_hidden(x), h0, self.kernel_cell, self.log_space, self.normalize)
+            h = fused_cell_scan(hidden, h0, self.kernel_cell, self.log_space, self.normalize)
             return self.to_out(h), h[:, -1]
-        gate_pre, candidate_pre = self._split(x)
         if self.scan_backend == "log" and self.log_space:
+            gate_pre, candidate_pre = self._split(hidden)
             log_a, log_input = self.log_gates(gate_pre)
             log_h0 = None if h0 is None else torch.log(h0)
             h, h_last = log_scan(log_a, log_input + log_g(candidate_pre), log_h0)
         else:
-            h, h_last = self._recurrence(gate_pre, candidate_pre, h0)
+            h, h_last = self._recurrence(hidden, h0)
         return self.to_out(h), h_last
 
-    def _recurrence(self, gate_pre: Tensor, candidate_pre: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(h, h_last) of the linear-space recurrence built from the pre-activations."""
+    def _recurrence(self, hidden: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(h, h_last) of the linear-space recurrence built from the input projection."""
+        gate_pre, candidate_pre = self._split(hidden)
         a, input_gate = self.gates(gate_pre)
         return scan(a, input_gate * self._candidate(candidate_pre), h0, backend=self.scan_backend)
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sequential mode, one token x_t: (B, d_model), O(1) state. Returns (y_t, new state)."""
-        gate_pre, candidate_pre = self._split(x_t)
+        gate_pre, candidate_pre = self._split(self.to_hidden(x_t))
         a, input_gate = self.gates(gate_pre)
         h = input_gate * self._candidate(candidate_pre)
         h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
@@ -136,14 +137,14 @@ class MinGRU(_MinimalRNN):
         z = torch.sigmoid(gate_pre)
         return 1 - z, z
 
-    def _recurrence(self, gate_pre: Tensor, candidate_pre: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _recurrence(self, hidden: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
         """The linear backend takes the fused path: gates and scan in one autograd function."""
         if self.scan_backend != "linear":
-            return super()._recurrence(gate_pre, candidate_pre, h0)
-        dtype = candidate_pre.dtype
+            return super()._recurrence(hidden, h0)
+        dtype = hidden.dtype
         compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
         h0 = None if h0 is None else h0.to(compute)
-        h, h_last = mingru_scan(gate_pre.to(compute), candidate_pre.to(compute), h0, self.log_space)
+        h, h_last = mingru_scan(hidden.to(compute), h0, self.log_space)
         return h.to(dtype), h_last.to(dtype)
 
 

@@ -1,13 +1,17 @@
-"""minGRU's recurrence straight from its pre-activations, gates and scan in one autograd function.
+"""minGRU's recurrence straight from its input projection, gates and scan in one autograd function.
 
-    z_t = sigmoid(k_t),   a_t = 1 - z_t,   b_t = z_t * g(c_t)   (or z_t * c_t in the vanilla cell)
-    h_t = a_t * h_{t-1} + b_t
+    [k_t, c_t] = Linear(x_t),   z_t = sigmoid(k_t),   a_t = 1 - z_t,   b_t = z_t * cand(c_t)
+    h_t = a_t * h_{t-1} + b_t,  cand = g (the log-space cell) or the identity (the vanilla cell)
 
-Autograd over the separate ops would keep z, 1 - z, g(c), z * g(c) and every mask of g's `where`, and walk
-them all again backwards. Here the forward keeps only z, c and h, and the backward is the reverse scan
-(g_t = dL/dh_t + a_{t+1} g_{t+1}) followed by the chain rule written out:
+Autograd over the separate ops would keep z, 1 - z, g(c), z * g(c) and g's masks, walk them all again
+backwards and scatter two gradient slices into the projection's gradient. Here the forward keeps only z, c
+and h, and the backward is the reverse scan (G_t = dL/dh_t + a_{t+1} G_{t+1}) followed by the chain rule,
+written straight into one gradient tensor for the projection:
 
-    dL/dk_t = g_t * (cand_t - h_{t-1}) * z_t * (1 - z_t)        dL/dc_t = g_t * z_t * cand'(c_t)
+    dL/dk_t = G_t * (cand_t - h_{t-1}) * z_t * (1 - z_t)        dL/dc_t = G_t * z_t * cand'(c_t)
+
+g is written as relu(c) + sigmoid(min(c, 0)) and its slope with threshold masks: on the CPU, torch.where
+and boolean masks cost several times a plain elementwise pass.
 """
 
 from __future__ import annotations
@@ -17,27 +21,29 @@ from torch import Tensor
 
 from minrnn_cli.scans.linear import _odd_even_scan, _reverse_odd_even_scan
 
-
-def _candidate(c: Tensor, log_space: bool) -> Tensor:
-    """g(c) = c + 0.5 for c >= 0, sigmoid(c) below; the identity for the vanilla cell."""
-    if not log_space:
-        return c
-    return torch.where(c >= 0, c + 0.5, torch.sigmoid(c))
+_threshold_backward = torch.ops.aten.threshold_backward  # (grad, x, t): grad where x > t, else 0
+_sigmoid_backward = torch.ops.aten.sigmoid_backward  # (grad, s): grad * s * (1 - s)
 
 
-def _candidate_slope(c: Tensor, log_space: bool) -> Tensor | None:
-    """g'(c): 1 for c >= 0, sigmoid(c) * (1 - sigmoid(c)) below; None (meaning 1) for the vanilla cell."""
-    if not log_space:
-        return None
-    s = torch.sigmoid(c)
-    return torch.where(c >= 0, 1.0, s.mul_(1 - s))
+def _g(c: Tensor) -> Tensor:
+    """g(c) = c + 0.5 for c >= 0, sigmoid(c) below."""
+    return torch.sigmoid(c.clamp(max=0)).add_(c.clamp(min=0))
+
+
+def _times_g_slope(grad: Tensor, c: Tensor) -> Tensor:
+    """grad * g'(c): grad for c >= 0, grad * sigmoid'(c) below."""
+    below = _threshold_backward(_sigmoid_backward(grad, torch.sigmoid(c.clamp(max=0))), c.neg(), 0)
+    at_or_above = _threshold_backward(grad, c, -torch.finfo(c.dtype).tiny)
+    return below.add_(at_or_above)
 
 
 class _MinGRUScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, k: Tensor, c: Tensor, h0: Tensor | None, log_space: bool) -> Tensor:
-        z = torch.sigmoid(k)
-        b = z * _candidate(c, log_space)
+    def forward(ctx, hidden: Tensor, h0: Tensor | None, log_space: bool) -> Tensor:
+        k, c = hidden.chunk(2, dim=-1)
+        z = torch.sigmoid(k.contiguous())
+        c = c.contiguous()
+        b = z * (_g(c) if log_space else c)
         if h0 is not None:
             b[:, 0].addcmul_(1 - z[:, 0], h0)
         h = _odd_even_scan(1 - z, b)
@@ -51,29 +57,30 @@ class _MinGRUScan(torch.autograd.Function):
         a_next = torch.empty_like(z)
         torch.sub(1, z[:, 1:], out=a_next[:, :-1])
         a_next[:, -1] = 0
-        g = _reverse_odd_even_scan(a_next, grad_h)
+        g = _reverse_odd_even_scan(a_next, grad_h.contiguous())
         del a_next
-        cand = _candidate(c, ctx.log_space)
-        # cand - h_{t-1}, in place; h_{-1} is h0 (or zero)
-        cand[:, 1:] -= h[:, :-1]
-        if h0 is not None:
-            cand[:, 0] -= h0
-        grad_k = cand.mul_(g).mul_(z).mul_(1 - z)
-        grad_c = g * z
-        slope = _candidate_slope(c, ctx.log_space)
-        if slope is not None:
-            grad_c.mul_(slope)
         grad_h0 = None
-        if h0 is not None and ctx.needs_input_grad[2]:
+        if h0 is not None and ctx.needs_input_grad[1]:
             grad_h0 = (1 - z[:, 0]) * g[:, 0]
-        return grad_k, grad_c, grad_h0, None
+        grad_hidden = torch.empty(*z.shape[:-1], 2 * z.shape[-1], dtype=z.dtype, device=z.device)
+        grad_k, grad_c = grad_hidden.chunk(2, dim=-1)
+        # dL/dk = G * (cand - h_{t-1}) * z * (1 - z); h_{-1} is h0 (or zero)
+        cand_minus_prev = _g(c) if ctx.log_space else c.clone()
+        cand_minus_prev[:, 1:] -= h[:, :-1]
+        if h0 is not None:
+            cand_minus_prev[:, 0] -= h0
+        _sigmoid_backward.grad_input(cand_minus_prev.mul_(g), z, grad_input=grad_k)
+        # dL/dc = G * z * cand'(c)
+        g_z = g.mul_(z)
+        grad_c.copy_(_times_g_slope(g_z, c) if ctx.log_space else g_z)
+        return grad_hidden, grad_h0, None
 
 
-def mingru_scan(k: Tensor, c: Tensor, h0: Tensor | None = None, log_space: bool = True) -> tuple[Tensor, Tensor]:
-    """minGRU's states from gate pre-activations k and candidate pre-activations c, both (B, T, D).
+def mingru_scan(hidden: Tensor, h0: Tensor | None = None, log_space: bool = True) -> tuple[Tensor, Tensor]:
+    """minGRU's states from its input projection `hidden` = [k | c], (B, T, 2D).
 
     h0: (B, D) state before the first token (already a state, not a pre-activation) or None for zeros.
     Returns (h, h_last). float32/float64 only; the cell casts low-precision inputs first.
     """
-    h = _MinGRUScan.apply(k, c, h0, log_space)
+    h = _MinGRUScan.apply(hidden, h0, log_space)
     return h, h[:, -1]
