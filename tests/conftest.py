@@ -19,6 +19,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("COLUMNS", "200")
+# Triton reads TRITON_INTERPRET when it is first imported (torch may import it from any test), so without a
+# GPU the whole session uses the interpreter that tests/test_triton_scan.py needs.
+if not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidiactl").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # The small settings every end-to-end run starts from (seconds on a 2-core CPU).
 TINY_MODEL = ["model.d_model=16", "model.n_layers=1"]
