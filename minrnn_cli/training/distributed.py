@@ -72,10 +72,13 @@ def init_process_group() -> Replica:
     return Replica(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group. `wait`: first wait for every rank (after a failure a peer may never come)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if wait:  # a gloo rank that tears its group down while rank 0 still checkpoints can abort
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -68,8 +68,10 @@ def train_job(cfg: DictConfig) -> float | None:
     replica = init_process_group()  # several ranks under torchrun or a multi-task submitit job
     try:
         results = train(cfg, run_dir, OUTPUTS_ROOT)
-    finally:
-        shutdown()
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown()
     if not replica.is_main:
         return None  # rank 0 writes the results
     console = Console()
