@@ -23,3 +23,16 @@ def cross_entropy_score(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor
 
 def random_offsets(high: int, count: int, generator: torch.Generator) -> Tensor:
     return torch.randint(high, (count,), generator=generator)
+
+
+class LabelledExamples:
+    """Scoring shared by the tasks whose examples each carry one label: cross-entropy and accuracy."""
+
+    primary_metric = "accuracy"  # higher is better
+
+    def score(self, logits: Tensor, targets: Tensor):
+        return cross_entropy_score(logits, targets)
+
+    @staticmethod
+    def metrics(loss: float, accuracy: float) -> dict[str, float]:
+        return {"loss": loss, "accuracy": accuracy}

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.base import cross_entropy_score, require_at_least
+from minrnn_cli.tasks.base import LabelledExamples, require_at_least
 
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch"
@@ -47,13 +47,12 @@ def read_cifar_grey(path: Path) -> tuple[Tensor, Tensor]:
     return grey.floor().clamp(0, PIXEL_LEVELS - 1).long(), torch.as_tensor(batch[b"labels"])
 
 
-class LRAImage:
+class LRAImage(LabelledExamples):
     """Grey CIFAR-10 as a sequence of 1024 pixels; token = grey level + 1 (0 is reserved for padding, unused).
     The last `val_size` training images are the validation split, test_batch the test split."""
 
     name = "lra_image"
     splits = ("val", "test")
-    primary_metric = "accuracy"
     vocab_size = PIXEL_LEVELS + 1
     num_classes = 10
     pad_token = 0
@@ -83,13 +82,6 @@ class LRAImage:
         images, labels = self.held_out[split]
         batches = list(zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True))
         return batches[: self.eval_batches] if self.eval_batches else batches
-
-    def score(self, logits: Tensor, targets: Tensor):
-        return cross_entropy_score(logits, targets)
-
-    @staticmethod
-    def metrics(loss: float, accuracy: float) -> dict[str, float]:
-        return {"loss": loss, "accuracy": accuracy}
 
     def vocabulary(self) -> dict:
         return {}

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.base import cross_entropy_score, require_at_least
+from minrnn_cli.tasks.base import LabelledExamples, require_at_least
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -96,10 +96,9 @@ def encode(expressions: list[tuple[tuple[str, ...], int]]) -> tuple[Tensor, Tens
     return inputs, torch.tensor([label for _, label in expressions])
 
 
-class ListOps:
+class ListOps(LabelledExamples):
     name = "listops"
     splits = ("val", "test")
-    primary_metric = "accuracy"  # higher is better
     vocab_size = len(TOKENS)
     num_classes = NUM_CLASSES
     pad_token = PAD
@@ -152,13 +151,6 @@ class ListOps:
         if not self._eval_sets:
             self._build_eval_sets()
         return self._eval_sets[split]
-
-    def score(self, logits: Tensor, targets: Tensor):
-        return cross_entropy_score(logits, targets)
-
-    @staticmethod
-    def metrics(loss: float, accuracy: float) -> dict[str, float]:
-        return {"loss": loss, "accuracy": accuracy}
 
     def vocabulary(self) -> dict:
         return {"tokens": list(TOKENS)}
