@@ -171,3 +171,11 @@ class MinLSTM(_MinimalRNN):
             diff = F.softplus(-forget_pre) - F.softplus(-input_pre)  # log i - log f
             return -F.softplus(diff), -F.softplus(-diff)
         return -F.softplus(-forget_pre), -F.softplus(-input_pre)
+
+    def gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
+        """The same gates in linear space: f' = sigmoid(log f - log i), i' = sigmoid(log i - log f)."""
+        forget_pre, input_pre = gate_pre.contiguous().chunk(2, dim=-1)
+        if self.normalize:
+            diff = F.softplus(-forget_pre) - F.softplus(-input_pre)  # log i - log f
+            return torch.sigmoid(-diff), torch.sigmoid(diff)
+        return torch.sigmoid(forget_pre), torch.sigmoid(input_pre)
