@@ -178,17 +178,20 @@ def test_paper_experiments_hold_the_paper_settings():
     assert copying.model.expansion == 6 and not copying.model.conv and not copying.model.mlp
 
 
-@pytest.mark.parametrize("config_name", ["eval", "generate", "bench"])
-def test_other_command_configs_compose(config_name):
+@pytest.mark.parametrize(("config_name", "key"), [("eval", "checkpoint"), ("generate", "prompt"), ("bench", "models")])
+def test_other_command_configs_compose(config_name, key):
     from omegaconf import OmegaConf
 
-    OmegaConf.to_container(compose(config_name, []), resolve=True)
+    assert key in OmegaConf.to_container(compose(config_name, []), resolve=True)
 
 
 def test_hparams_search_configs_compose_when_their_sweeper_is_installed():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    for path in (config_dir() / "hparams_search").glob("*.yaml"):
-        compose("train", [f"hparams_search={path.stem}"])
+    paths = sorted((config_dir() / "hparams_search").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        cfg = compose("train", [f"hparams_search={path.stem}"])
+        assert cfg.optimize_metric in ("val_loss", "val_accuracy")  # what the Optuna sweeper optimises
 
 
 # ---- user mistakes: one line, non-zero exit, no traceback --------------------------------------------
