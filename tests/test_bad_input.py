@@ -3,12 +3,14 @@ allowed, a non-zero exit, no traceback, and leaves nothing behind that looks lik
 
 from __future__ import annotations
 
+import pickle
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_faults import TINY, TINY_RUN, assert_one_line_error, invoke, subprocess_env
@@ -63,6 +65,16 @@ CASES = [
          ["task.seq_len=64", "has 12 characters", "task.seq_len <= 11"]),
     Case("batch-larger-than-data", ["train", *TEXT, "task.data_path={ws}/short.txt", "task.batch_size=64"],
          ["task.batch_size=64", "task.batch_size <= 8"]),
+    Case("retrieval-without-data", ["train", *TINY_RUN, "task=lra_retrieval"],
+         ["task lra_retrieval needs LRA's AAN document pairs", "task.data_path=FOLDER"]),
+    Case("retrieval-malformed-line", ["train", *TINY_RUN, "task=lra_retrieval", "task.data_path={ws}/aan"],
+         ["new_aan_pairs.train.tsv, line 2", "4 tab-separated fields", "expects 5"]),
+    Case("d4rl-without-data", ["train", *TINY_RUN, "task=d4rl"],
+         ["task d4rl needs a D4RL dataset", "task.data_path=FILE"]),
+    Case("d4rl-unknown-env", ["train", *TINY_RUN, "task=d4rl", "task.data_path={ws}/hopper.pkl", "task.env=ant"],
+         ["task.env='ant' is invalid", "halfcheetah, hopper, walker2d"]),
+    Case("d4rl-wrong-file-type", ["train", *TINY_RUN, "task=d4rl", "task.data_path={ws}/short.txt"],
+         ["unknown suffix '.txt'", ".hdf5", ".pkl"]),
     # ---- train: resuming -----------------------------------------------------------------------------------
     Case("resume-missing-checkpoint", ["train", *TINY, "trainer.resume={ws}/nope.pt"], ["nope.pt does not exist"]),
     Case("resume-other-model", ["train", *TINY, "model=minlstm", "trainer.resume={ckpt}"],
@@ -116,6 +128,11 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     (ws / "nul.txt").write_bytes(b"abc\x00def" * 20)
     (ws / "short.txt").write_text("to be or not to be " * 6)  # 114 characters: a 12-character validation split
     (ws / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    (ws / "aan").mkdir()
+    for split in ("train", "eval", "test"):
+        (ws / "aan" / f"new_aan_pairs.{split}.tsv").write_text("1\tid1\tid2\ttext\tother\n0\tid1\tid2\tno text2\n")
+    episode = {"observations": np.zeros((4, 11)), "actions": np.zeros((4, 3)), "rewards": np.zeros(4)}
+    (ws / "hopper.pkl").write_bytes(pickle.dumps([episode]))
     torch.save({"weights": torch.zeros(2)}, ws / "foreign.pt")
     result = invoke(["train", *TINY, f"hydra.run.dir={ws / 'trained'}"])
     assert result.exit_code == 0, result.stdout + result.stderr

@@ -1,4 +1,5 @@
-"""Tasks needing outside data: one-line errors without it, and LRA Image read from a CIFAR-10 layout."""
+"""Tasks needing outside data: one-line errors without it, and LRA Image read from a CIFAR-10 layout
+(LRA Retrieval and D4RL have tests of their own)."""
 
 import pickle
 

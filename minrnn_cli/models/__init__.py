@@ -6,9 +6,10 @@ from torch import nn
 
 from minrnn_cli.models.blocks import ResidualBlock
 from minrnn_cli.models.cells import MinGRU, MinLSTM
+from minrnn_cli.models.decision import DecisionModel, Steps
 from minrnn_cli.models.mamba import MambaMixer
 from minrnn_cli.models.rnn_baselines import FusedGRU, FusedLSTM, LoopGRU, LoopLSTM
-from minrnn_cli.models.sequence_models import Backbone, LanguageModel, SequenceClassifier
+from minrnn_cli.models.sequence_models import Backbone, LanguageModel, PairClassifier, SequenceClassifier
 from minrnn_cli.models.transformer import CausalSelfAttention
 
 _MINIMAL_RNN_OPTIONS = ("expansion", "learned_h0", "log_space", "scan_backend")
@@ -40,7 +41,7 @@ def build_mixer(name: str, d_model: int, **options) -> nn.Module:
     return mixer_class(d_model, **options)
 
 
-def build_backbone(name: str, vocab_size: int, d_model: int = 128, n_layers: int = 2, **options) -> Backbone:
+def build_backbone(name: str, vocab_size: int | None, d_model: int = 128, n_layers: int = 2, **options) -> Backbone:
     if d_model < 1 or n_layers < 1:
         raise ValueError(f"d_model and n_layers must be >= 1; got d_model={d_model}, n_layers={n_layers}")
     dropout = options.get("dropout", 0.0)
@@ -59,9 +60,17 @@ def build_lm(name: str, vocab_size: int, **options) -> LanguageModel:
     return LanguageModel(build_backbone(name, vocab_size, **options), vocab_size)
 
 
-def build_classifier(name: str, vocab_size: int, num_classes: int, pool: str = "last", **options):
-    """A sequence classifier reading the last position (`pool="last"`) or the mean (`pool="mean"`)."""
-    return SequenceClassifier(build_backbone(name, vocab_size, **options), num_classes, pool)
+def build_classifier(name: str, vocab_size: int, num_classes: int, pool: str = "last", paired: bool = False,
+                     **options):
+    """A sequence classifier reading the last position (`pool="last"`) or the mean (`pool="mean"`); with
+    `paired`, a two-tower classifier of sequence pairs (LRA Retrieval)."""
+    classifier = PairClassifier if paired else SequenceClassifier
+    return classifier(build_backbone(name, vocab_size, **options), num_classes, pool)
+
+
+def build_decision_model(name: str, state_dim: int, action_dim: int, max_timestep: int, **options) -> DecisionModel:
+    """A return-conditioned policy (offline RL): the blocks read embedded (return, state, action) tokens."""
+    return DecisionModel(build_backbone(name, None, **options), state_dim, action_dim, max_timestep)
 
 
 def count_params(module: nn.Module) -> int:
@@ -69,6 +78,7 @@ def count_params(module: nn.Module) -> int:
 
 
 __all__ = [
-    "BLOCK_OPTIONS", "MIXERS", "MODEL_NAMES", "LanguageModel", "MinGRU", "MinLSTM", "SequenceClassifier",
-    "build_backbone", "build_classifier", "build_lm", "build_mixer", "count_params",
+    "BLOCK_OPTIONS", "MIXERS", "MODEL_NAMES", "DecisionModel", "LanguageModel", "MinGRU", "MinLSTM", "PairClassifier",
+    "SequenceClassifier", "Steps",
+    "build_backbone", "build_classifier", "build_decision_model", "build_lm", "build_mixer", "count_params",
 ]

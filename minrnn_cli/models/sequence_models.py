@@ -1,7 +1,8 @@
 """Whole models: a stack of residual blocks between an embedding and a head.
 
 `LanguageModel` predicts the next token at every position and generates with O(1) state per token for
-the recurrent mixers; `SequenceClassifier` reads the sequence out at its last position or pooled.
+the recurrent mixers; `SequenceClassifier` reads the sequence out at its last position or pooled;
+`PairClassifier` (LRA Retrieval) encodes two sequences with one backbone and compares them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from minrnn_cli.models.blocks import ResidualBlock, make_norm
 
 
 class Backbone(nn.Module):
-    """Embedding, blocks and final norm; the state is one entry per block."""
+    """Embedding, blocks and final norm; the state is one entry per block. Without a vocabulary there is no
+    embedding, and `mix` takes the input vectors themselves (the Decision model embeds its own tokens)."""
 
-    def __init__(self, vocab_size: int, d_model: int, blocks: list[ResidualBlock], norm: str):
+    def __init__(self, vocab_size: int | None, d_model: int, blocks: list[ResidualBlock], norm: str):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, d_model)
+        self.d_model = d_model
+        self.embed = nn.Embedding(vocab_size, d_model) if vocab_size is not None else None
         self.blocks = nn.ModuleList(blocks)
         self.norm = make_norm(norm, d_model)
 
@@ -27,7 +30,10 @@ class Backbone(nn.Module):
         return all(getattr(block.mixer, "carries_parallel_state", True) for block in self.blocks)
 
     def forward(self, idx: Tensor, state: list | None = None) -> tuple[Tensor, list]:
-        x = self.embed(idx)
+        return self.mix(self.embed(idx), state)
+
+    def mix(self, x: Tensor, state: list | None = None) -> tuple[Tensor, list]:
+        """The blocks and the final norm over vectors x (B, T, d_model)."""
         new_state = []
         for i, block in enumerate(self.blocks):
             x, block_state = block(x, None if state is None else state[i])
@@ -47,7 +53,7 @@ class LanguageModel(nn.Module):
     def __init__(self, backbone: Backbone, vocab_size: int):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.embed.embedding_dim, vocab_size, bias=False)
+        self.head = nn.Linear(backbone.d_model, vocab_size, bias=False)
 
     def forward(self, idx: Tensor, state: list | None = None) -> tuple[Tensor, list]:
         """idx: (B, T) token ids. Returns logits (B, T, vocab) and the state after the last token."""
@@ -91,6 +97,23 @@ def _sample(logits: Tensor, temperature: float, top_k: int | None, generator) ->
 POOLING = ("last", "mean")
 
 
+def pool_sequence(x: Tensor, lengths: Tensor | None, pool: str) -> Tensor:
+    """(B, d) from x (B, T, d): each row at its last real position (`"last"`) or averaged over its real
+    positions (`"mean"`); `lengths` (B,) says where each right-padded row ends (None: all T)."""
+    if lengths is None:
+        lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
+    lengths = lengths.clamp(min=1)  # an empty row is read at its first position
+    if pool == "last":
+        return x[torch.arange(x.shape[0], device=x.device), lengths - 1]
+    mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    return (x * mask.unsqueeze(-1)).sum(1) / lengths.unsqueeze(-1)
+
+
+def _check_pool(pool: str) -> None:
+    if pool not in POOLING:
+        raise ValueError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLING)}")
+
+
 class SequenceClassifier(nn.Module):
     """Class logits from the representation at the last position (`pool="last"`) or averaged (`"mean"`).
 
@@ -99,19 +122,34 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, backbone: Backbone, num_classes: int, pool: str = "last"):
         super().__init__()
-        if pool not in POOLING:
-            raise ValueError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLING)}")
+        _check_pool(pool)
         self.backbone = backbone
         self.pool = pool
-        self.head = nn.Linear(backbone.embed.embedding_dim, num_classes)
+        self.head = nn.Linear(backbone.d_model, num_classes)
 
     def forward(self, idx: Tensor, lengths: Tensor | None = None) -> Tensor:
         x, _ = self.backbone(idx)
-        if lengths is None:
-            lengths = torch.full((idx.shape[0],), idx.shape[1], device=idx.device)
-        if self.pool == "last":
-            pooled = x[torch.arange(x.shape[0], device=x.device), lengths - 1]
-        else:
-            mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-            pooled = (x * mask.unsqueeze(-1)).sum(1) / lengths.unsqueeze(-1)
-        return self.head(pooled)
+        return self.head(pool_sequence(x, lengths, self.pool))
+
+
+class PairClassifier(nn.Module):
+    """LRA's two-tower (dual encoder) model for document matching: one backbone encodes both sequences of
+    a pair, each is pooled to u and v, and an MLP reads [u, v, u * v, u - v] (LRA's interaction features).
+
+    idx (B, 2, T) holds the pairs; `lengths` (B, 2) where each padded sequence really ends.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, pool: str = "last"):
+        super().__init__()
+        _check_pool(pool)
+        self.backbone = backbone
+        self.pool = pool
+        d_model = backbone.d_model
+        self.head = nn.Sequential(nn.Linear(4 * d_model, d_model), nn.ReLU(), nn.Linear(d_model, num_classes))
+
+    def forward(self, idx: Tensor, lengths: Tensor | None = None) -> Tensor:
+        pairs = idx.shape[0]
+        x, _ = self.backbone(idx.flatten(0, 1))  # both towers in one batch of 2B sequences
+        flat_lengths = None if lengths is None else lengths.flatten()
+        u, v = pool_sequence(x, flat_lengths, self.pool).view(pairs, 2, -1).unbind(1)
+        return self.head(torch.cat([u, v, u * v, u - v], dim=-1))

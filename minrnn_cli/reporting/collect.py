@@ -38,8 +38,8 @@ def run_config(run_dir: Path) -> dict:
 
 
 def headline_metric(results: dict) -> str | None:
-    """Accuracy where the task has it, loss otherwise (Shakespeare)."""
-    for metric in ("test_accuracy", "test_loss", "val_accuracy", "val_loss"):
+    """D4RL's normalised score or accuracy where the task has them, loss otherwise (Shakespeare)."""
+    for metric in ("test_score", "test_accuracy", "test_loss", "val_score", "val_accuracy", "val_loss"):
         if metric in results:
             return metric
     return None

@@ -2,7 +2,8 @@
 
 Every task gives a language model `(inputs, targets)` batches of token ids and scores its logits with
 `score(logits, targets) -> (loss, correct, counted)`; `evaluate` averages those over a fixed set. A task
-with `num_classes` (ListOps, LRA Image) is read by a classifier instead (training.model_setup).
+with `num_classes` (ListOps, LRA) is read by a classifier instead, of pairs where the task is `paired`
+(LRA Retrieval), and D4RL, with `action_dim`, by a return-conditioned policy (training.model_setup).
 """
 
 from __future__ import annotations
@@ -38,9 +39,16 @@ def build_task(task_cfg: Mapping[str, Any]):
         from minrnn_cli.tasks.listops import ListOps
 
         return ListOps(**options)
-    if name in EXTERNAL_TASKS:
-        from minrnn_cli.tasks import external
+    if name == "lra_image":
+        from minrnn_cli.tasks.external import LRAImage
 
-        return {"lra_image": external.LRAImage, "lra_retrieval": external.lra_retrieval,
-                "d4rl": external.d4rl}[name](**options)
+        return LRAImage(**options)
+    if name == "lra_retrieval":
+        from minrnn_cli.tasks.lra_retrieval import LRARetrieval
+
+        return LRARetrieval(**options)
+    if name == "d4rl":
+        from minrnn_cli.tasks.d4rl import D4RL
+
+        return D4RL(**options)
     raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}")

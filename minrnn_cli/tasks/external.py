@@ -1,12 +1,8 @@
-"""Tasks whose data must come from outside (nothing is downloaded at run time and nothing is made up).
+"""Reading data the user supplies (nothing is downloaded at run time and nothing is made up), and LRA Image.
 
 - lra_image: LRA's G-Image, grey-scale CIFAR-10 as 1024 pixel tokens, 10 classes. `task.data_path` is the
   `cifar-10-batches-py` folder of the CIFAR-10 python release (data_batch_1..5, test_batch).
-- lra_retrieval: LRA's AAN document matching (`new_aan_pairs.{train,eval,test}.tsv` from lra_release).
-- d4rl: the paper's offline RL (HalfCheetah, Hopper, Walker2d from D4RL).
-
-Retrieval needs a two-tower model and D4RL a Decision-Transformer runner with MuJoCo rollouts for its
-normalised score; neither is part of minrnn yet, so both stop with one line saying so once their data is there.
+- lra_retrieval (tasks.lra_retrieval) and d4rl (tasks.d4rl) check their paths with the helpers here.
 """
 
 from __future__ import annotations
@@ -85,21 +81,3 @@ class LRAImage(LabelledExamples):
 
     def vocabulary(self) -> dict:
         return {}
-
-
-RETRIEVAL_FILES = tuple(f"new_aan_pairs.{split}.tsv" for split in ("train", "eval", "test"))
-D4RL_NEEDS = "the D4RL datasets (e.g. hopper-medium-v2.hdf5) and MuJoCo environments for scoring"
-
-
-def lra_retrieval(data_path: str | None = None, **_options):
-    required_folder("lra_retrieval", data_path, "LRA's AAN pairs (lra_release/tsv_data)", RETRIEVAL_FILES)
-    raise UserError("task lra_retrieval: the data is there, but its two-tower (dual encoder) model is not part of "
-                    "minrnn yet; only lra_image and listops run from the LRA suite")
-
-
-def d4rl(data_path: str | None = None, **_options):
-    if not data_path or not Path(data_path).expanduser().is_dir():
-        raise UserError(f"task d4rl needs {D4RL_NEEDS}: pass task.data_path=FOLDER holding the .hdf5 files "
-                        f"(got {data_path!r}); minrnn downloads nothing")
-    raise UserError("task d4rl: the data folder is there, but the Decision-Transformer runner with environment "
-                    "rollouts that the paper's normalised scores need is not part of minrnn yet")

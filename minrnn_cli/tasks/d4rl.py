@@ -1,0 +1,273 @@
+"""The paper's offline RL: return-conditioned behaviour cloning in the Decision Transformer's way (Chen et
+al. 2021) on D4RL's MuJoCo datasets (HalfCheetah, Hopper, Walker2d), scored by D4RL's normalised return.
+
+`task.data_path` is one dataset file, never downloaded:
+- D4RL's HDF5 (e.g. `hopper_medium-v2.hdf5`: observations, actions, rewards, terminals, timeouts), read
+  with h5py (`pip install "minrnn-cli[rl]"`); episodes end at a terminal or a timeout;
+- or the pickle Decision Transformer's download script writes (e.g. `hopper-medium-v2.pkl`: a list of
+  episodes, each a dict of observations, actions, rewards and optionally terminals).
+`task.env` names the environment (hopper, halfcheetah, walker2d), by default the start of the file name.
+
+Training windows, as the Decision Transformer draws them: an episode with probability proportional to its
+length, a start step uniformly in it, `context` steps from there (fewer at the episode's end, left-padded
+with zeros and masked out of the loss); states normalised by the dataset's mean and std, returns-to-go
+(undiscounted) divided by `return_scale`. The loss is the mean squared error of the predicted actions.
+
+Scores: `val_loss` is that error on a fixed set of windows. With `eval_episodes` > 0 the policy also runs
+in the gymnasium MuJoCo environment (`pip install "minrnn-cli[rl]"`), conditioned on `target_return`:
+`val_return` / `val_score` over `eval_episodes` seeded episodes pick the best checkpoint, and `test_*`
+come from `test_episodes` episodes with other seeds. score = 100 * (return - random) / (expert - random),
+with D4RL's reference returns for a random and an expert policy.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from minrnn_cli.errors import UserError
+from minrnn_cli.models.decision import Steps
+from minrnn_cli.tasks.base import require_at_least
+
+RL_EXTRA = 'pip install "minrnn-cli[rl]"'
+MAX_EPISODE_STEPS = 1000  # the MuJoCo tasks' time limit, and the Decision Transformer's max_ep_len
+
+
+@dataclass(frozen=True)
+class Environment:
+    gym_id: str  # the gymnasium environment the policy is scored in (same bodies as D4RL's v2 data)
+    random_return: float  # D4RL's REF_MIN_SCORE
+    expert_return: float  # D4RL's REF_MAX_SCORE
+    target_return: float  # the Decision Transformer's first evaluation target for this environment
+
+
+ENVIRONMENTS = {
+    "halfcheetah": Environment("HalfCheetah-v4", -280.178953, 12135.0, 12000.0),
+    "hopper": Environment("Hopper-v4", -20.272305, 3234.3, 3600.0),
+    "walker2d": Environment("Walker2d-v4", 1.629008, 4592.3, 5000.0),
+}
+
+
+def normalised_score(episode_return: float, environment: Environment) -> float:
+    return 100 * (episode_return - environment.random_return) / (environment.expert_return
+                                                                 - environment.random_return)
+
+
+class Episode(NamedTuple):
+    states: np.ndarray  # (T, state_dim)
+    actions: np.ndarray  # (T, action_dim)
+    rewards: np.ndarray  # (T,)
+
+
+def returns_to_go(rewards: np.ndarray) -> np.ndarray:
+    """R_t = r_t + r_{t+1} + ... (undiscounted), for every step t."""
+    return np.cumsum(rewards[::-1], dtype=np.float64)[::-1].copy()
+
+
+def split_episodes(columns: dict[str, np.ndarray], source: Path) -> list[Episode]:
+    """D4RL's flat arrays cut into episodes after every terminal or timeout (and at the end)."""
+    states, actions, rewards = columns["observations"], columns["actions"], columns["rewards"]
+    ends = np.asarray(columns["terminals"], dtype=bool)
+    if "timeouts" in columns:
+        ends = ends | np.asarray(columns["timeouts"], dtype=bool)
+    check_columns(states, actions, rewards, ends, source)
+    stops = [*(np.flatnonzero(ends[:-1]) + 1), len(rewards)]
+    starts = [0, *stops[:-1]]
+    return [Episode(states[a:b], actions[a:b], rewards[a:b]) for a, b in zip(starts, stops, strict=True)]
+
+
+def check_columns(states, actions, rewards, ends, source: Path) -> None:
+    if states.ndim != 2 or actions.ndim != 2 or rewards.ndim != 1:
+        raise UserError(f"task.data_path={source}: observations and actions must be 2-d and rewards 1-d arrays "
+                        f"(got shapes {states.shape}, {actions.shape}, {rewards.shape})")
+    if not len(states) == len(actions) == len(rewards) == len(ends) or len(rewards) == 0:
+        raise UserError(f"task.data_path={source}: observations, actions, rewards and terminals must have the "
+                        f"same non-zero length (got {len(states)}, {len(actions)}, {len(rewards)}, {len(ends)})")
+
+
+def read_hdf5(path: Path) -> list[Episode]:
+    try:
+        import h5py
+    except ImportError:
+        raise UserError(f"task.data_path={path} is an HDF5 file, which needs h5py: {RL_EXTRA}") from None
+    wanted = ("observations", "actions", "rewards", "terminals", "timeouts")
+    try:
+        with h5py.File(path, "r") as handle:
+            missing = [key for key in wanted[:4] if key not in handle]
+            if missing:
+                raise UserError(f"task.data_path={path} lacks the D4RL key(s) {', '.join(missing)}")
+            columns = {key: np.asarray(handle[key]) for key in wanted if key in handle}
+    except OSError as error:
+        raise UserError(f"task.data_path={path}: not a readable HDF5 file ({error})") from None
+    return split_episodes(columns, path)
+
+
+def read_pickle(path: Path) -> list[Episode]:
+    try:
+        with path.open("rb") as handle:
+            loaded = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError) as error:
+        raise UserError(f"task.data_path={path}: not a readable pickle ({error})") from None
+    if not isinstance(loaded, list) or not loaded or not all(isinstance(item, dict) for item in loaded):
+        raise UserError(f"task.data_path={path}: expected a list of episodes, each a dict of observations, "
+                        "actions and rewards (the Decision Transformer's format)")
+    episodes = []
+    for item in loaded:
+        missing = [key for key in ("observations", "actions", "rewards") if key not in item]
+        if missing:
+            raise UserError(f"task.data_path={path}: an episode lacks {', '.join(missing)}")
+        states, actions, rewards = (np.asarray(item[key]) for key in ("observations", "actions", "rewards"))
+        check_columns(states, actions, rewards, rewards, path)
+        episodes.append(Episode(states, actions, rewards))
+    return episodes
+
+
+READERS = {".hdf5": read_hdf5, ".h5": read_hdf5, ".pkl": read_pickle}
+WANTED_FILE = "give a D4RL .hdf5 file or a Decision Transformer .pkl file"
+
+
+def check_dataset_file(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"task.data_path={path} is not a file; {WANTED_FILE}")
+    if path.suffix not in READERS:
+        raise UserError(f"task.data_path={path}: unknown suffix {path.suffix!r}; {WANTED_FILE}")
+
+
+def read_episodes(path: Path) -> list[Episode]:
+    """Every episode of a D4RL HDF5 file or a Decision Transformer pickle, as float32 arrays."""
+    return [Episode(*(array.astype(np.float32) for array in episode)) for episode in READERS[path.suffix](path)]
+
+
+class ActionTargets(NamedTuple):
+    actions: Tensor  # (B, K, action_dim)
+    mask: Tensor  # (B, K): 1 for real steps, 0 for padding
+
+    def to(self, device: torch.device) -> ActionTargets:
+        return ActionTargets(self.actions.to(device), self.mask.to(device))
+
+
+def left_pad(array: np.ndarray, length: int) -> np.ndarray:
+    """array (T, ...) with zeros put in front, to `length` rows."""
+    return np.concatenate([np.zeros((length - len(array), *array.shape[1:]), dtype=array.dtype), array])
+
+
+def resolve_environment(env: str | None, path: Path) -> tuple[str, Environment]:
+    if env is None:
+        env = next((name for name in ENVIRONMENTS if path.name.lower().startswith(name)), None)
+        if env is None:
+            raise UserError(f"task.env=null and the file name {path.name!r} starts with none of "
+                            f"{', '.join(ENVIRONMENTS)}; set task.env")
+    if env not in ENVIRONMENTS:
+        raise UserError(f"task.env={env!r} is invalid: choose one of {', '.join(ENVIRONMENTS)}")
+    return env, ENVIRONMENTS[env]
+
+
+class D4RL:
+    name = "d4rl"
+
+    def __init__(self, data_path: str | None = None, env: str | None = None, context: int = 20,
+                 batch_size: int = 64, return_scale: float = 1000.0, target_return: float | None = None,
+                 eval_batches: int = 10, eval_episodes: int = 10, test_episodes: int = 10,
+                 max_episode_steps: int | None = None, eval_seed: int = 2024):
+        if not data_path:
+            raise UserError("task d4rl needs a D4RL dataset: pass task.data_path=FILE (a D4RL .hdf5 such as "
+                            "hopper_medium-v2.hdf5, or a Decision Transformer .pkl); minrnn downloads nothing")
+        path = Path(data_path).expanduser()
+        check_dataset_file(path)
+        self.env, self.environment = resolve_environment(env, path)
+        require_at_least("task.context", context, 1)
+        require_at_least("task.batch_size", batch_size, 1)
+        require_at_least("task.eval_batches", eval_batches, 1)
+        require_at_least("task.eval_episodes", eval_episodes, 0)
+        require_at_least("task.test_episodes", test_episodes, 0)
+        if max_episode_steps is not None:
+            require_at_least("task.max_episode_steps", max_episode_steps, 1)
+        if not isinstance(return_scale, (int, float)) or return_scale <= 0:
+            raise UserError(f"task.return_scale={return_scale!r} is invalid: it must be a number > 0")
+        self.episodes = read_episodes(path)
+        self.state_dim = self.episodes[0].states.shape[1]
+        self.action_dim = self.episodes[0].actions.shape[1]
+        if any(e.states.shape[1] != self.state_dim or e.actions.shape[1] != self.action_dim for e in self.episodes):
+            raise UserError(f"task.data_path={path}: the episodes differ in state or action size")
+        states = np.concatenate([episode.states for episode in self.episodes])
+        self.state_mean, self.state_std = states.mean(0), states.std(0) + 1e-6
+        self.returns_to_go = [returns_to_go(episode.rewards).astype(np.float32) for episode in self.episodes]
+        self.lengths = torch.tensor([len(episode.rewards) for episode in self.episodes], dtype=torch.float64)
+        self.max_timestep = max(MAX_EPISODE_STEPS, int(self.lengths.max()))
+        self.context, self.batch_size, self.return_scale = context, batch_size, float(return_scale)
+        self.target_return = self.environment.target_return if target_return is None else float(target_return)
+        self.eval_batches, self.eval_seed = eval_batches, eval_seed
+        self.episode_counts = {"val": eval_episodes, "test": test_episodes}
+        self.max_episode_steps = max_episode_steps
+        self.scored_by_rollouts = eval_episodes > 0
+        self.primary_metric = "score" if self.scored_by_rollouts else "loss"
+        self.splits = ("val", "test") if self.scored_by_rollouts and test_episodes else ("val",)
+        self.tokens_per_batch = batch_size * context * 3  # return, state and action tokens per step
+        self._val_windows: list | None = None
+        if self.scored_by_rollouts:
+            from minrnn_cli.tasks.rollouts import check_environment
+
+            check_environment(self.environment.gym_id, self.state_dim, self.action_dim)
+
+    def window(self, episode: int, start: int) -> tuple[Steps, ActionTargets]:
+        """Steps start..start+context-1 of one episode (fewer at its end), left-padded to `context`."""
+        data, stop = self.episodes[episode], start + self.context
+        states = (data.states[start:stop] - self.state_mean) / self.state_std
+        actions = data.actions[start:stop]
+        rtg = self.returns_to_go[episode][start:stop, None] / self.return_scale
+        timesteps = np.minimum(np.arange(start, start + len(actions)), self.max_timestep - 1)
+        mask = np.ones(len(actions), dtype=np.float32)
+        steps = Steps(*(torch.from_numpy(left_pad(array, self.context))
+                        for array in (rtg, states.astype(np.float32), actions, timesteps)))
+        return steps, ActionTargets(steps.actions, torch.from_numpy(left_pad(mask, self.context)))
+
+    def sample_windows(self, count: int, generator: torch.Generator) -> tuple[Steps, ActionTargets]:
+        episodes = torch.multinomial(self.lengths, count, replacement=True, generator=generator)
+        starts = (torch.rand(count, generator=generator, dtype=torch.float64) * self.lengths[episodes]).long()
+        windows = [self.window(e, s) for e, s in zip(episodes.tolist(), starts.tolist(), strict=True)]
+        steps = Steps(*(torch.stack(parts) for parts in zip(*(w[0] for w in windows), strict=True)))
+        mask = torch.stack([w[1].mask for w in windows])
+        return steps, ActionTargets(steps.actions, mask)
+
+    def train_batch(self, generator: torch.Generator) -> tuple[Steps, ActionTargets]:
+        return self.sample_windows(self.batch_size, generator)
+
+    def eval_set(self, split: str) -> list[tuple[Steps, ActionTargets]]:
+        """A fixed set of windows (from a seeded generator), the same at every evaluation."""
+        if self._val_windows is None:
+            generator = torch.Generator().manual_seed(self.eval_seed)
+            self._val_windows = [self.sample_windows(self.batch_size, generator) for _ in range(self.eval_batches)]
+        return self._val_windows
+
+    def score(self, predicted: Tensor, targets: ActionTargets) -> tuple[Tensor, Tensor, int]:
+        """(mean squared action error over the real steps, 0 correct, number of real steps)."""
+        mask = targets.mask.unsqueeze(-1)
+        error = ((predicted.float() - targets.actions) ** 2 * mask).sum() / (mask.sum() * self.action_dim)
+        return error, torch.zeros((), dtype=torch.long), int(targets.mask.sum())
+
+    def evaluate_split(self, model, split: str, device: torch.device, precision: str) -> dict[str, float]:
+        from minrnn_cli.tasks.rollouts import run_episodes
+        from minrnn_cli.training.evaluation import score_batches
+
+        metrics = {}
+        if split == "val":
+            metrics["loss"] = score_batches(model, self, self.eval_set(split), device, precision)[0]
+        if self.episode_counts[split]:
+            seed = self.eval_seed + (0 if split == "val" else 100_000)
+            returns, lengths = run_episodes(model, self, self.episode_counts[split], seed, device, precision)
+            scores = [normalised_score(value, self.environment) for value in returns]
+            metrics.update({"return": float(np.mean(returns)), "score": float(np.mean(scores)),
+                            "score_std": float(np.std(scores)), "episode_length": float(np.mean(lengths))})
+        return metrics
+
+    def vocabulary(self) -> dict:
+        """What the policy needs besides its weights: the state normalisation and the environment."""
+        return {"env": self.env, "gym_id": self.environment.gym_id, "state_mean": self.state_mean.tolist(),
+                "state_std": self.state_std.tolist(), "return_scale": self.return_scale,
+                "target_return": self.target_return}

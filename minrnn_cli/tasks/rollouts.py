@@ -1,0 +1,104 @@
+"""Running a return-conditioned policy in its gymnasium MuJoCo environment, many episodes side by side.
+
+At every step each running episode shows the policy its last `context` steps, left-padded as in training:
+the returns-to-go (the target return less the reward collected so far, scaled), the normalised states, the
+actions taken (a zero placeholder for the current one, which the prediction at the state token never sees)
+and the timesteps; the action predicted at the newest state is applied. An episode ends when its
+environment terminates or truncates it (the MuJoCo tasks' 1000-step limit, or `task.max_episode_steps`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from minrnn_cli.errors import UserError
+from minrnn_cli.models.decision import Steps
+from minrnn_cli.training.device import autocast
+
+
+def make_environment(gym_id: str, max_episode_steps: int | None = None):
+    try:
+        import gymnasium
+    except ImportError:
+        raise UserError("task d4rl scores its policy in MuJoCo, which needs gymnasium[mujoco]: "
+                        'pip install "minrnn-cli[rl]", or task.eval_episodes=0 to score the action error alone'
+                        ) from None
+    options = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    try:
+        with warnings.catch_warnings():
+            # v4 on purpose: v5 changed the rewards (Hopper, Walker2d) that D4RL's reference returns assume
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return gymnasium.make(gym_id, **options)
+    except (gymnasium.error.Error, ImportError, ModuleNotFoundError) as error:
+        raise UserError(f"environment {gym_id} cannot be made ({error}); "
+                        f'pip install "minrnn-cli[rl]" brings gymnasium[mujoco]') from None
+
+
+def check_environment(gym_id: str, state_dim: int, action_dim: int) -> None:
+    """A one-line error unless `gym_id` can be made and its spaces match the dataset's."""
+    env = make_environment(gym_id)
+    try:
+        shapes = (env.observation_space.shape, env.action_space.shape)
+    finally:
+        env.close()
+    if shapes != ((state_dim,), (action_dim,)):
+        raise UserError(f"the dataset's states and actions have sizes {state_dim} and {action_dim}, but {gym_id}'s "
+                        f"have {shapes[0]} and {shapes[1]}; check task.env")
+
+
+@torch.no_grad()
+def run_episodes(model, task, episodes: int, seed: int, device: torch.device, precision: str
+                 ) -> tuple[list[float], list[int]]:
+    """(return, length) of `episodes` episodes, the i-th reset with seed `seed + i`."""
+    envs = [make_environment(task.environment.gym_id, task.max_episode_steps) for _ in range(episodes)]
+    try:
+        return _run(model, task, envs, seed, device, precision)
+    finally:
+        for env in envs:
+            env.close()
+
+
+def _run(model, task, envs, seed: int, device: torch.device, precision: str) -> tuple[list[float], list[int]]:
+    count, context = len(envs), task.context
+    limit = task.max_episode_steps or envs[0].spec.max_episode_steps or task.max_timestep
+    mean, std = task.state_mean.astype(np.float32), task.state_std.astype(np.float32)
+    states = np.zeros((count, limit + 1, task.state_dim), dtype=np.float32)  # normalised
+    actions = np.zeros((count, limit + 1, task.action_dim), dtype=np.float32)
+    rtg = np.zeros((count, limit + 1, 1), dtype=np.float32)
+    for i, env in enumerate(envs):
+        states[i, 0] = (env.reset(seed=seed + i)[0] - mean) / std
+    rtg[:, 0] = task.target_return / task.return_scale
+    returns, lengths = np.zeros(count), np.zeros(count, dtype=np.int64)
+    running = np.ones(count, dtype=bool)
+    for t in range(limit):
+        rows = np.flatnonzero(running)
+        first = max(0, t + 1 - context)
+        pad = context - (t + 1 - first)
+
+        def window(array, rows=rows, first=first, pad=pad, t=t):
+            taken = array[rows, first : t + 1]
+            return np.concatenate([np.zeros((len(rows), pad, *taken.shape[2:]), dtype=taken.dtype), taken], 1)
+
+        timesteps = np.minimum(np.arange(first, t + 1), task.max_timestep - 1)
+        steps = Steps(torch.from_numpy(window(rtg)), torch.from_numpy(window(states)),
+                      torch.from_numpy(window(actions)),
+                      torch.from_numpy(np.concatenate([np.zeros(pad, dtype=np.int64), timesteps]))
+                      .expand(len(rows), context)).to(device)
+        with autocast(device, precision):
+            predicted, _ = model(steps)
+        chosen = predicted[:, -1].float().cpu().numpy()
+        for row, action in zip(rows, chosen, strict=True):
+            state, reward, terminated, truncated, _ = envs[row].step(action)
+            actions[row, t] = action
+            states[row, t + 1] = (state - mean) / std
+            rtg[row, t + 1] = rtg[row, t] - reward / task.return_scale
+            returns[row] += reward
+            lengths[row] += 1
+            if terminated or truncated:
+                running[row] = False
+        if not running.any():
+            break
+    return returns.tolist(), lengths.tolist()
