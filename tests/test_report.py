@@ -26,16 +26,19 @@ def test_report_collects_runs_and_sweeps_beside_the_paper(tmp_path, monkeypatch)
     fake_run(tmp_path / "outputs/multirun/s/1", "mingru", "shakespeare", 3, {"test_loss": 1.6, "val_loss": 1.5})
     fake_run(tmp_path / "outputs/multirun/s/2", "mingru", "parity_check", 2,
              {"test_accuracy": 0.75, "test_scaled_accuracy": 0.5})
+    fake_run(tmp_path / "outputs/multirun/s/3", "minlstm", "d4rl", 3,
+             {"val_loss": 0.03, "val_score": 40.0, "test_return": 5000.0, "test_score": 42.5})
 
     result = CliRunner().invoke(app, ["report", "outputs/runs", "outputs/multirun", "--out", "rep"])
     assert result.exit_code == 0, result.output
     with (tmp_path / "rep/report.csv").open() as handle:
         rows = {row["run"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == {"outputs/runs/a", "outputs/multirun/s/0", "outputs/multirun/s/1", "outputs/multirun/s/2"}
+    assert set(rows) == {"outputs/runs/a", *(f"outputs/multirun/s/{job}" for job in range(4))}
     assert (rows["outputs/runs/a"]["paper"], rows["outputs/runs/a"]["ours"]) == ("~0.37", "0.41")
     assert rows["outputs/multirun/s/0"]["paper"] == "0.960 ± 0.028"  # minLSTM, 3 layers
     assert (rows["outputs/multirun/s/1"]["metric"], rows["outputs/multirun/s/1"]["paper"]) == ("test_loss", "1.548")
     assert rows["outputs/multirun/s/2"]["paper"] == "" and rows["outputs/multirun/s/2"]["test_scaled_accuracy"] == "0.5"
+    assert (rows["outputs/multirun/s/3"]["metric"], rows["outputs/multirun/s/3"]["ours"]) == ("test_score", "42.5")
     assert rows["outputs/runs/a"]["seed"] == "7" and rows["outputs/runs/a"]["layers"] == "1"
 
     markdown = (tmp_path / "rep/report.md").read_text()

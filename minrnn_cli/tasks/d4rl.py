@@ -76,19 +76,20 @@ def split_episodes(columns: dict[str, np.ndarray], source: Path) -> list[Episode
     ends = np.asarray(columns["terminals"], dtype=bool)
     if "timeouts" in columns:
         ends = ends | np.asarray(columns["timeouts"], dtype=bool)
-    check_columns(states, actions, rewards, ends, source)
+    check_columns(states, actions, rewards, source, ends)
     stops = [*(np.flatnonzero(ends[:-1]) + 1), len(rewards)]
     starts = [0, *stops[:-1]]
     return [Episode(states[a:b], actions[a:b], rewards[a:b]) for a, b in zip(starts, stops, strict=True)]
 
 
-def check_columns(states, actions, rewards, ends, source: Path) -> None:
+def check_columns(states, actions, rewards, source: Path, ends=None) -> None:
     if states.ndim != 2 or actions.ndim != 2 or rewards.ndim != 1:
         raise UserError(f"task.data_path={source}: observations and actions must be 2-d and rewards 1-d arrays "
                         f"(got shapes {states.shape}, {actions.shape}, {rewards.shape})")
-    if not len(states) == len(actions) == len(rewards) == len(ends) or len(rewards) == 0:
-        raise UserError(f"task.data_path={source}: observations, actions, rewards and terminals must have the "
-                        f"same non-zero length (got {len(states)}, {len(actions)}, {len(rewards)}, {len(ends)})")
+    lengths = [len(column) for column in (states, actions, rewards, *([] if ends is None else [ends]))]
+    if len(set(lengths)) != 1 or lengths[0] == 0:
+        raise UserError(f"task.data_path={source}: observations, actions, rewards (and terminals) must have the "
+                        f"same non-zero length (got {', '.join(map(str, lengths))})")
 
 
 def read_hdf5(path: Path) -> list[Episode]:
@@ -123,7 +124,7 @@ def read_pickle(path: Path) -> list[Episode]:
         if missing:
             raise UserError(f"task.data_path={path}: an episode lacks {', '.join(missing)}")
         states, actions, rewards = (np.asarray(item[key]) for key in ("observations", "actions", "rewards"))
-        check_columns(states, actions, rewards, rewards, path)
+        check_columns(states, actions, rewards, path)
         episodes.append(Episode(states, actions, rewards))
     return episodes
 
@@ -245,11 +246,12 @@ class D4RL:
             self._val_windows = [self.sample_windows(self.batch_size, generator) for _ in range(self.eval_batches)]
         return self._val_windows
 
-    def score(self, predicted: Tensor, targets: ActionTargets) -> tuple[Tensor, Tensor, int]:
-        """(mean squared action error over the real steps, 0 correct, number of real steps)."""
+    def score(self, predicted: Tensor, targets: ActionTargets) -> tuple[Tensor, int, int]:
+        """(mean squared action error over the real steps, 0 correct, steps in the batch): actions have no
+        accuracy, and counting the real steps on the host would cost a device sync every step."""
         mask = targets.mask.unsqueeze(-1)
         error = ((predicted.float() - targets.actions) ** 2 * mask).sum() / (mask.sum() * self.action_dim)
-        return error, torch.zeros((), dtype=torch.long), int(targets.mask.sum())
+        return error, 0, targets.mask.numel()
 
     def evaluate_split(self, model, split: str, device: torch.device, precision: str) -> dict[str, float]:
         from minrnn_cli.tasks.rollouts import run_episodes

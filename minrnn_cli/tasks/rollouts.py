@@ -9,6 +9,8 @@ environment terminates or truncates it (the MuJoCo tasks' 1000-step limit, or `t
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 
 import numpy as np
@@ -18,17 +20,41 @@ from minrnn_cli.errors import UserError
 from minrnn_cli.models.decision import Steps
 from minrnn_cli.training.device import autocast
 
+log = logging.getLogger("minrnn")
+_logged_mujoco_warnings: set[str] = set()
+
+
+def _log_mujoco_warning(message: str) -> None:
+    if message not in _logged_mujoco_warnings:
+        _logged_mujoco_warnings.add(message)
+        log.debug(f"MuJoCo: {message}")
+
+
+@contextlib.contextmanager
+def mujoco_warnings_to_log():
+    """MuJoCo prints its model compiler's warnings on every environment made (MuJoCo >= 3.x deprecates an
+    attribute that gymnasium's HalfCheetah model still uses): send each to the debug log once instead."""
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(_log_mujoco_warning)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
 
 def make_environment(gym_id: str, max_episode_steps: int | None = None):
     try:
         import gymnasium
+        import mujoco  # noqa: F401
     except ImportError:
         raise UserError("task d4rl scores its policy in MuJoCo, which needs gymnasium[mujoco]: "
                         'pip install "minrnn-cli[rl]", or task.eval_episodes=0 to score the action error alone'
                         ) from None
     options = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), mujoco_warnings_to_log():
             # v4 on purpose: v5 changed the rewards (Hopper, Walker2d) that D4RL's reference returns assume
             warnings.simplefilter("ignore", DeprecationWarning)
             return gymnasium.make(gym_id, **options)
@@ -61,13 +87,21 @@ def run_episodes(model, task, episodes: int, seed: int, device: torch.device, pr
             env.close()
 
 
+def _last_steps(array: np.ndarray, rows: np.ndarray, t: int, context: int) -> torch.Tensor:
+    """Steps t-context+1..t of the given episodes, left-padded with zeros to `context` steps."""
+    taken = array[rows, max(0, t + 1 - context) : t + 1]
+    padding = np.zeros((len(rows), context - taken.shape[1], *taken.shape[2:]), dtype=taken.dtype)
+    return torch.from_numpy(np.concatenate([padding, taken], axis=1))
+
+
 def _run(model, task, envs, seed: int, device: torch.device, precision: str) -> tuple[list[float], list[int]]:
     count, context = len(envs), task.context
-    limit = task.max_episode_steps or envs[0].spec.max_episode_steps or task.max_timestep
+    limit = getattr(envs[0].spec, "max_episode_steps", None) or task.max_timestep
     mean, std = task.state_mean.astype(np.float32), task.state_std.astype(np.float32)
     states = np.zeros((count, limit + 1, task.state_dim), dtype=np.float32)  # normalised
     actions = np.zeros((count, limit + 1, task.action_dim), dtype=np.float32)
     rtg = np.zeros((count, limit + 1, 1), dtype=np.float32)
+    timesteps = np.minimum(np.arange(limit + 1), task.max_timestep - 1)[None].repeat(count, axis=0)
     for i, env in enumerate(envs):
         states[i, 0] = (env.reset(seed=seed + i)[0] - mean) / std
     rtg[:, 0] = task.target_return / task.return_scale
@@ -75,20 +109,9 @@ def _run(model, task, envs, seed: int, device: torch.device, precision: str) -> 
     running = np.ones(count, dtype=bool)
     for t in range(limit):
         rows = np.flatnonzero(running)
-        first = max(0, t + 1 - context)
-        pad = context - (t + 1 - first)
-
-        def window(array, rows=rows, first=first, pad=pad, t=t):
-            taken = array[rows, first : t + 1]
-            return np.concatenate([np.zeros((len(rows), pad, *taken.shape[2:]), dtype=taken.dtype), taken], 1)
-
-        timesteps = np.minimum(np.arange(first, t + 1), task.max_timestep - 1)
-        steps = Steps(torch.from_numpy(window(rtg)), torch.from_numpy(window(states)),
-                      torch.from_numpy(window(actions)),
-                      torch.from_numpy(np.concatenate([np.zeros(pad, dtype=np.int64), timesteps]))
-                      .expand(len(rows), context)).to(device)
+        steps = Steps(*(_last_steps(array, rows, t, context) for array in (rtg, states, actions, timesteps)))
         with autocast(device, precision):
-            predicted, _ = model(steps)
+            predicted, _ = model(steps.to(device))
         chosen = predicted[:, -1].float().cpu().numpy()
         for row, action in zip(rows, chosen, strict=True):
             state, reward, terminated, truncated, _ = envs[row].step(action)
@@ -97,8 +120,7 @@ def _run(model, task, envs, seed: int, device: torch.device, precision: str) -> 
             rtg[row, t + 1] = rtg[row, t] - reward / task.return_scale
             returns[row] += reward
             lengths[row] += 1
-            if terminated or truncated:
-                running[row] = False
+            running[row] = not (terminated or truncated)
         if not running.any():
             break
     return returns.tolist(), lengths.tolist()
