@@ -41,8 +41,9 @@ class DecisionModel(nn.Module):
         self.backbone = backbone
         self.predict_action = nn.Sequential(nn.Linear(d_model, action_dim), nn.Tanh())
 
-    def forward(self, steps: Steps, state=None) -> tuple[Tensor, None]:
-        """Predicted actions (B, K, action_dim), one per step of the windows."""
+    def forward(self, steps: Steps) -> tuple[Tensor, None]:
+        """Predicted actions (B, K, action_dim), one per step of the windows (and no state: a policy is run
+        on its last K steps afresh at every step, as in training)."""
         time = self.embed_timestep(steps.timesteps)
         tokens = torch.stack([self.embed_return(steps.returns_to_go) + time,
                               self.embed_state(steps.states) + time,
