@@ -86,10 +86,19 @@ def build(dataset, **options):
                        "context": 5, "batch_size": 6, "eval_batches": 2, **options})
 
 
+def one_window(task, episode: int, start: int):
+    """(Steps, ActionTargets) of one window, without the batch dimension."""
+    steps, targets = task.windows(torch.tensor([episode]), torch.tensor([start]))
+    return type(steps)(*(field[0] for field in steps)), type(targets)(*(field[0] for field in targets))
+
+
 def test_a_window_is_normalised_scaled_and_left_padded_at_the_episode_end(dataset):
     task = build(dataset, return_scale=10.0)
     episode = task.episodes[1]  # 4 steps: a window from step 2 holds steps 2 and 3, after 3 padding steps
-    steps, targets = task.window(1, 2)
+    steps, targets = one_window(task, 1, 2)
+    among_others = task.windows(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 24]))  # the same window in a batch
+    for alone, batched in zip((*steps, *targets), (*among_others[0], *among_others[1]), strict=True):
+        assert torch.equal(alone, batched[1])
     assert targets.mask.tolist() == [0, 0, 0, 1, 1]
     assert steps.timesteps.tolist() == [0, 0, 0, 2, 3]
     np.testing.assert_allclose(steps.states[3:].numpy(), (episode.states[2:] - task.state_mean) / task.state_std,
@@ -99,6 +108,22 @@ def test_a_window_is_normalised_scaled_and_left_padded_at_the_episode_end(datase
     assert torch.equal(steps.actions[3:], torch.from_numpy(episode.actions[2:]))
     assert not steps.states[:3].any() and not steps.actions[:3].any() and not steps.returns_to_go[:3].any()
     assert task.env == "hopper" and task.primary_metric == "loss" and task.splits == ("val",)
+
+
+def test_every_window_matches_slicing_its_episode_and_padding_in_front(dataset):
+    task = build(dataset, return_scale=7.0)
+    pairs = [(e, start) for e, episode in enumerate(task.episodes) for start in range(len(episode.rewards))]
+    steps, targets = task.windows(torch.tensor([e for e, _ in pairs]), torch.tensor([t for _, t in pairs]))
+    for row, (e, start) in enumerate(pairs):
+        episode, stop = task.episodes[e], start + task.context
+        real = len(episode.rewards[start:stop])
+        expected = [returns_to_go(episode.rewards)[start:stop, None] / 7.0,
+                    (episode.states[start:stop] - task.state_mean) / task.state_std,
+                    episode.actions[start:stop], np.arange(start, start + real)]
+        for got, want in zip(steps, expected, strict=True):
+            np.testing.assert_allclose(got[row, task.context - real :].numpy(), want, rtol=1e-5, atol=1e-6)
+            assert not got[row, : task.context - real].any()
+        assert targets.mask[row].tolist() == [0] * (task.context - real) + [1] * real
 
 
 def test_training_windows_are_seeded_and_lie_inside_their_episodes(dataset):
@@ -117,7 +142,7 @@ def test_training_windows_are_seeded_and_lie_inside_their_episodes(dataset):
 
 def test_the_score_is_the_squared_action_error_over_real_steps_only(dataset):
     task = build(dataset)
-    steps, targets = task.window(1, 2)
+    steps, targets = one_window(task, 1, 2)
     predicted = targets.actions.clone()
     predicted[:3] = 5.0  # wrong only on padding
     predicted[4, 0] += 0.3

@@ -153,11 +153,6 @@ class ActionTargets(NamedTuple):
         return ActionTargets(self.actions.to(device), self.mask.to(device))
 
 
-def left_pad(array: np.ndarray, length: int) -> np.ndarray:
-    """array (T, ...) with zeros put in front, to `length` rows."""
-    return np.concatenate([np.zeros((length - len(array), *array.shape[1:]), dtype=array.dtype), array])
-
-
 def resolve_environment(env: str | None, path: Path) -> tuple[str, Environment]:
     if env is None:
         env = next((name for name in ENVIRONMENTS if path.name.lower().startswith(name)), None)
@@ -198,10 +193,17 @@ class D4RL:
             raise UserError(f"task.data_path={path}: the episodes differ in state or action size")
         states = np.concatenate([episode.states for episode in self.episodes])
         self.state_mean, self.state_std = states.mean(0), states.std(0) + 1e-6
-        self.returns_to_go = [returns_to_go(episode.rewards).astype(np.float32) for episode in self.episodes]
-        self.lengths = torch.tensor([len(episode.rewards) for episode in self.episodes], dtype=torch.float64)
+        self.lengths = torch.tensor([len(episode.rewards) for episode in self.episodes])
+        self.first_steps = self.lengths.cumsum(0) - self.lengths  # each episode's place in the flat arrays
         self.max_timestep = max(MAX_EPISODE_STEPS, int(self.lengths.max()))
         self.context, self.batch_size, self.return_scale = context, batch_size, float(return_scale)
+        # every step of every episode, ready to be gathered into windows: the model's inputs as it sees them
+        self.flat = Steps(
+            torch.from_numpy(np.concatenate([returns_to_go(e.rewards) for e in self.episodes]).astype(np.float32))
+            [:, None] / self.return_scale,
+            torch.from_numpy((states - self.state_mean) / self.state_std).float(),
+            torch.from_numpy(np.concatenate([episode.actions for episode in self.episodes])),
+            torch.cat([torch.arange(length).clamp(max=self.max_timestep - 1) for length in self.lengths.tolist()]))
         self.target_return = self.environment.target_return if target_return is None else float(target_return)
         self.eval_batches, self.eval_seed = eval_batches, eval_seed
         self.episode_counts = {"val": eval_episodes, "test": test_episodes}
@@ -216,25 +218,22 @@ class D4RL:
 
             check_environment(self.environment.gym_id, self.state_dim, self.action_dim)
 
-    def window(self, episode: int, start: int) -> tuple[Steps, ActionTargets]:
-        """Steps start..start+context-1 of one episode (fewer at its end), left-padded to `context`."""
-        data, stop = self.episodes[episode], start + self.context
-        states = (data.states[start:stop] - self.state_mean) / self.state_std
-        actions = data.actions[start:stop]
-        rtg = self.returns_to_go[episode][start:stop, None] / self.return_scale
-        timesteps = np.minimum(np.arange(start, start + len(actions)), self.max_timestep - 1)
-        mask = np.ones(len(actions), dtype=np.float32)
-        steps = Steps(*(torch.from_numpy(left_pad(array, self.context))
-                        for array in (rtg, states.astype(np.float32), actions, timesteps)))
-        return steps, ActionTargets(steps.actions, torch.from_numpy(left_pad(mask, self.context)))
+    def windows(self, episodes: Tensor, starts: Tensor) -> tuple[Steps, ActionTargets]:
+        """For each (episode, start): steps start..start+context-1 of that episode (fewer at its end), the real
+        steps last and zeros in front, as one gather from the flat arrays."""
+        real = torch.minimum(self.lengths[episodes] - starts, torch.tensor(self.context))  # (B,)
+        offsets = torch.arange(self.context) - (self.context - real)[:, None]  # (B, K); < 0 is padding
+        mask = offsets >= 0
+        rows = (self.first_steps[episodes] + starts)[:, None] + offsets.clamp(min=0)
+        steps = Steps(*(column[rows] * mask.view(*mask.shape, *[1] * (column.dim() - 1)) for column in self.flat))
+        return steps, ActionTargets(steps.actions, mask.float())
 
     def sample_windows(self, count: int, generator: torch.Generator) -> tuple[Steps, ActionTargets]:
-        episodes = torch.multinomial(self.lengths, count, replacement=True, generator=generator)
+        """Windows as the Decision Transformer draws them: an episode with probability proportional to its
+        length, a start step uniformly in it."""
+        episodes = torch.multinomial(self.lengths.double(), count, replacement=True, generator=generator)
         starts = (torch.rand(count, generator=generator, dtype=torch.float64) * self.lengths[episodes]).long()
-        windows = [self.window(e, s) for e, s in zip(episodes.tolist(), starts.tolist(), strict=True)]
-        steps = Steps(*(torch.stack(parts) for parts in zip(*(w[0] for w in windows), strict=True)))
-        mask = torch.stack([w[1].mask for w in windows])
-        return steps, ActionTargets(steps.actions, mask)
+        return self.windows(episodes, starts)
 
     def train_batch(self, generator: torch.Generator) -> tuple[Steps, ActionTargets]:
         return self.sample_windows(self.batch_size, generator)
