@@ -301,10 +301,12 @@ def test_bad_files_give_one_line(tmp_path):
     assert "unknown suffix" in assert_one_line_error(result)
 
 
-def test_making_environments_prints_nothing(capfd):
+def test_making_environments_prints_nothing_and_leaves_no_log_file(capfd, tmp_path, monkeypatch):
     pytest.importorskip("gymnasium")
     pytest.importorskip("mujoco")
+    monkeypatch.chdir(tmp_path)
     for _ in range(2):  # MuJoCo's model compiler warns about gymnasium's HalfCheetah model at every make
         make_environment("HalfCheetah-v4").close()
     printed = capfd.readouterr()
     assert printed.out == "" and printed.err == ""
+    assert not list(tmp_path.iterdir())  # MuJoCo's own handler would append to MUJOCO_LOG.TXT here

@@ -32,8 +32,9 @@ def _log_mujoco_warning(message: str) -> None:
 
 @contextlib.contextmanager
 def mujoco_warnings_to_log():
-    """MuJoCo prints its model compiler's warnings on every environment made (MuJoCo >= 3.x deprecates an
-    attribute that gymnasium's HalfCheetah model still uses): send each to the debug log once instead."""
+    """MuJoCo prints its model compiler's warnings, and appends them to MUJOCO_LOG.TXT in the working folder,
+    on every environment made (recent versions, 3.17 and 4.0 here, deprecate an attribute that gymnasium's
+    HalfCheetah model still uses): send each to the debug log once instead."""
     import mujoco
 
     previous = mujoco.get_mju_user_warning()
