@@ -1,59 +1,53 @@
 """The `minrnn` command line: a Typer app in front of Hydra.
 
-Every command hands its raw arguments (overrides, `-m`, Hydra's own flags) to Hydra's own entry point,
-so multirun goes through Hydra's sweeper and launcher plugins exactly as under `@hydra.main`. A command
-is one entry in COMMANDS: its config name and its task function, imported only when it runs, which keeps
-`minrnn --help` free of torch, wandb and datasets.
+Every command hands its raw arguments (overrides, `-m`, Hydra's own flags) to Hydra's own entry point
+(minrnn_cli.hydra_app), so multirun goes through Hydra's sweeper and launcher plugins exactly as under
+`@hydra.main`. A command is one entry in COMMANDS: its config name and its task function, imported only when
+it runs, which keeps `minrnn --help` free of torch, hydra, wandb and datasets.
 """
 
 from __future__ import annotations
 
-import importlib
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from minrnn_cli.errors import UserError
-from minrnn_cli.hydra_errors import check_run_flags, one_line_hydra_errors
-from minrnn_cli.job_failures import USER_ERROR_EXIT, UserAbort
-from minrnn_cli.paths import config_dir
+from minrnn_cli.errors import USER_ERROR_EXIT, UserAbort, UserError
+from minrnn_cli.hydra_app.launch import Launch
+from minrnn_cli.paths import config_groups
 
 
 @dataclass(frozen=True)
 class Command:
-    name: str
-    config_name: str
-    task_function: str  # "module:function"
+    launch: Launch  # what Hydra runs: the config name and the task function
     summary: str
     example: str
-    runs_nothing: bool = False  # outputs go to a temporary folder, deleted afterwards
+
+    @property
+    def name(self) -> str:
+        return self.launch.name
 
 
+JOBS = "minrnn_cli.hydra_app.jobs"
 COMMANDS = (
-    Command("train", "train", "minrnn_cli.training.jobs:train_job",
+    Command(Launch("train", "train", f"{JOBS}:train_job"),
             "Train a model on a task (default: minGRU on Tiny Shakespeare, a few minutes on a CPU).",
             "minrnn train model=minlstm experiment=cpu_selective_copying trainer.max_steps=500"),
-    Command("eval", "eval", "minrnn_cli.training.jobs:eval_job",
+    Command(Launch("eval", "eval", f"{JOBS}:eval_job"),
             "Evaluate a checkpoint on every split of its task (checkpoint=latest: the newest best.pt).",
             "minrnn eval checkpoint=outputs/runs/<run>/checkpoints/best.pt"),
-    Command("generate", "generate", "minrnn_cli.training.jobs:generate_job",
+    Command(Launch("generate", "generate", f"{JOBS}:generate_job"),
             "Sample text from a Shakespeare checkpoint, one token at a time (O(1) state for RNNs).",
             "minrnn generate prompt='ROMEO:' max_new_tokens=300 temperature=0.8"),
-    Command("config", "train", "minrnn_cli.training.jobs:show_config",
+    Command(Launch("config", "train", f"{JOBS}:show_config", runs_nothing=True),
             "Print the composed config (add --config-name eval|generate|bench for another command's).",
-            "minrnn config experiment=paper_shakespeare model=minlstm", runs_nothing=True),
-    Command("bench", "bench", "minrnn_cli.benchmarking.command:bench_job",
+            "minrnn config experiment=paper_shakespeare model=minlstm"),
+    Command(Launch("bench", "bench", f"{JOBS}:bench_job"),
             "Time and measure the memory of every model's training and inference steps.",
             "minrnn bench models=[mingru,gru] seq_len=[64,256]"),
 )
-
-HYDRA_INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
-NOT_A_CHOICE_GROUP = "hydra"
 
 app = typer.Typer(
     name="minrnn",
@@ -65,118 +59,14 @@ app = typer.Typer(
 )
 
 
-# ---- tab completion: config groups and their options ------------------------------------------------
-
-def config_groups(root: Path | None = None) -> dict[str, list[str]]:
-    """{group: [options]} for every config group folder (the hydra/ folder aside)."""
-    root = root or config_dir()
-    groups = {}
-    for folder in sorted(path for path in root.iterdir() if path.is_dir() and path.name != NOT_A_CHOICE_GROUP):
-        options = sorted(path.stem for path in folder.glob("*.yaml"))
-        if options:
-            groups[folder.name] = options
-    return groups
-
-
 def complete_overrides(incomplete: str) -> list[str]:
+    """Tab completion: config groups, and the options of a group."""
     groups = config_groups()
     if "=" in incomplete:
         group, _, prefix = incomplete.lstrip("+").partition("=")
         sign = "+" if incomplete.startswith("+") else ""
         return [f"{sign}{group}={option}" for option in groups.get(group, []) if option.startswith(prefix)]
     return [f"{group}=" for group in groups if group.startswith(incomplete)]
-
-
-# ---- checks before Hydra runs ----------------------------------------------------------------------
-
-def check_group_choices(overrides: list[str], extra_config_dir: str | None) -> None:
-    """A one-line error for `model=nope` (Hydra's own message spans many lines)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise UserError(str(error).splitlines()[0]) from None
-    if any(override.key_or_group.startswith("hydra.searchpath") for override in parsed):
-        return  # options may come from folders we do not see here
-    groups = config_groups()
-    if extra_config_dir and Path(extra_config_dir).is_dir():
-        for group, options in config_groups(Path(extra_config_dir)).items():
-            groups[group] = sorted({*groups.get(group, []), *options})
-    for override in parsed:
-        group = override.key_or_group
-        if group not in groups or override.is_delete() or override.package:
-            continue
-        if override.is_sweep_override():
-            try:
-                values = list(override.sweep_string_iterator())
-            except Exception:  # range() and interval() sweeps are not option lists
-                continue
-        else:
-            values = [override.value()]
-        for value in values:
-            if isinstance(value, str) and value not in groups[group]:
-                raise UserError(f"unknown {group} {value!r}; choose one of {', '.join(groups[group])}")
-
-
-def hydra_argv(tokens: list[str], multirun: bool, command: Command, scratch: Path | None) -> list[str]:
-    """The argument list for Hydra's parser: the user's tokens, our fixed overrides, `--multirun`."""
-    argv = list(tokens)
-    for i, token in enumerate(argv):
-        # `--info` takes an optional topic: keep it from swallowing an override that follows it
-        if token == "--info" and i + 1 < len(argv) and argv[i + 1] not in HYDRA_INFO_TOPICS:
-            argv.append(argv.pop(i))
-            break
-    argv.insert(0, f"hydra.job.name={command.name}")
-    if scratch is not None:
-        argv += [f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}", "hydra.output_subdir=null",
-                 "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
-    if multirun:
-        argv.append("--multirun")
-    return argv
-
-
-def load_task_function(spec: str) -> Callable:
-    module_name, _, function_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), function_name)
-
-
-@dataclass(frozen=True)
-class TaskFunction:
-    """The job Hydra runs: imports the command's function only when it runs (a module-level class, so the
-    joblib and submitit launchers can pickle it)."""
-
-    spec: str  # "module:function"
-
-    def __call__(self, cfg):
-        from minrnn_cli.job_failures import run_job
-
-        return run_job(load_task_function(self.spec), cfg)
-
-
-def run_with_hydra(command: Command, tokens: list[str], multirun: bool) -> None:
-    import hydra.version
-    from hydra._internal.utils import _run_hydra, get_args_parser
-
-    hydra.version.setbase("1.3")
-    scratch = Path(tempfile.mkdtemp(prefix="minrnn-config-")) if command.runs_nothing else None
-    try:
-        parser = get_args_parser()
-        argv = hydra_argv(tokens, multirun, command, scratch)
-        if command.name == "train":
-            from minrnn_cli.training.distributed import torchrun_overrides
-
-            argv += torchrun_overrides(tokens, multirun)  # under torchrun: all ranks share rank 0's run folder
-        args = parser.parse_intermixed_args(argv)
-        check_run_flags(args)
-        check_group_choices(args.overrides, args.config_dir)
-        with one_line_hydra_errors():
-            _run_hydra(args=args, args_parser=parser, task_function=TaskFunction(command.task_function),
-                       config_path=str(config_dir()), config_name=command.config_name)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ---- the commands ----------------------------------------------------------------------------------
@@ -194,11 +84,13 @@ def add_command(command: Command) -> None:
             False, "-m", "--multirun", help="Sweep through Hydra's sweeper and launcher (a=1,2 b=x,y)."
         ),
     ) -> None:
+        from minrnn_cli.hydra_app.launch import run_with_hydra
+
         try:
-            run_with_hydra(command, overrides or [], multirun)
+            run_with_hydra(command.launch, overrides or [], multirun)
         except (UserError, UserAbort) as error:
             typer.echo(str(error), err=True)
-            raise typer.Exit(getattr(error, "exit_code", USER_ERROR_EXIT)) from None
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -230,7 +122,7 @@ def report(
         write_report(paths or [Path("outputs")], out)
     except UserError as error:
         typer.echo(str(error), err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(USER_ERROR_EXIT) from None
 
 
 def main() -> None:

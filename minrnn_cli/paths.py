@@ -18,3 +18,17 @@ def config_dir() -> Path:
 def shakespeare_path() -> Path:
     """Tiny Shakespeare as shipped inside the package (no network needed)."""
     return PACKAGE_DIR / "data" / "tinyshakespeare.txt"
+
+
+INTERNAL_GROUP_FOLDERS = ("hydra",)  # config groups that are not a user's choice
+
+
+def config_groups(root: Path | None = None) -> dict[str, list[str]]:
+    """{group: [options]} for every config group folder of `root` (default: minrnn's own), hydra/ aside."""
+    root = root or config_dir()
+    groups = {}
+    for folder in sorted(path for path in root.iterdir() if path.is_dir() and path.name not in INTERNAL_GROUP_FOLDERS):
+        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        if options:
+            groups[folder.name] = options
+    return groups

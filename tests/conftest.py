@@ -100,3 +100,22 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty working folder for one test: outputs/ lands in it."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def task_config(name: str, **settings) -> dict:
+    """conf/task/<name>.yaml as Hydra composes it (the one source of a task's defaults), with `settings` on top."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from minrnn_cli.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        composed = compose("train", overrides=[f"task={name}"])
+    return {**OmegaConf.to_container(composed.task), **settings}
+
+
+def make_task(name: str, **settings):
+    """The task `name` built from its shipped defaults and `settings`."""
+    from minrnn_cli.tasks import build_task
+
+    return build_task(task_config(name, **settings))

@@ -180,22 +180,24 @@ def test_unknown_choice_lists_the_allowed_values():
         BenchConfig.from_mapping({"dtype": "fp8"})
 
 
-def test_conf_bench_yaml_matches_the_dataclass():
+def test_the_bench_config_hydra_composes_is_the_dataclass():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from minrnn_cli.hydra_app.launch import register_configs
     from minrnn_cli.paths import config_dir
 
+    register_configs()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose(config_name="bench")
-    assert BenchConfig.from_mapping(OmegaConf.to_container(cfg)) == BenchConfig()
+        cfg = compose(config_name="bench", overrides=["seq_len=[8]"])
+    assert BenchConfig.from_mapping(OmegaConf.to_container(cfg)) == BenchConfig(seq_len=[8])
     assert set(cfg) == set(asdict(BenchConfig()))
 
 
 def test_bench_job_rejects_bad_settings_in_one_line(capsys):
     from omegaconf import OmegaConf
 
-    from minrnn_cli.benchmarking.command import bench_job
+    from minrnn_cli.hydra_app.jobs import bench_job
 
     with pytest.raises(SystemExit) as raised:
         bench_job(OmegaConf.create({"seq_len": [512], "models": ["lstm", "transformr"]}))

@@ -137,3 +137,11 @@ def test_long_sequence_is_finite_in_float32(kind):
     (y.square().mean() + last.mean()).backward()
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+def test_scan_backend_is_checked_at_construction_and_resolved_per_call(kind):
+    with pytest.raises(ValueError, match="unknown scan backend 'fast'"):
+        make_cell(kind, learned_h0=False, scan_backend="fast")
+    cell = make_cell(kind, learned_h0=False, scan_backend="auto")
+    assert cell.backend_choice == "auto" and cell.scan_backend == "linear"  # the choice is kept; CPU reads linear

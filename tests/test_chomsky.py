@@ -8,10 +8,11 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import make_task, task_config
 
 from minrnn_cli.errors import UserError
 from minrnn_cli.models import build_lm
-from minrnn_cli.tasks import CHOMSKY_TASKS, build_task
+from minrnn_cli.tasks import CHOMSKY_TASKS
 from minrnn_cli.tasks.chomsky import IGNORE, PROBLEMS, ChomskyTask, make_example
 
 
@@ -56,7 +57,7 @@ def test_answers_match_direct_computation(name, length):
 
 @pytest.mark.parametrize("name", CHOMSKY_TASKS)
 def test_batches_are_deterministic_and_answers_sit_at_the_end(name):
-    task, twin = ChomskyTask(name, batch_size=6, eval_batches=2), ChomskyTask(name, batch_size=6, eval_batches=2)
+    task, twin = make_task(name, batch_size=6, eval_batches=2), make_task(name, batch_size=6, eval_batches=2)
     first = task.train_batch(torch.Generator().manual_seed(3))
     again = twin.train_batch(torch.Generator().manual_seed(3))
     other = task.train_batch(torch.Generator().manual_seed(4))
@@ -76,7 +77,7 @@ def test_batches_are_deterministic_and_answers_sit_at_the_end(name):
 
 
 def test_lengths_follow_the_train_and_eval_ranges():
-    task = ChomskyTask("parity_check", batch_size=64, eval_batches=1)
+    task = make_task("parity_check", batch_size=64, eval_batches=1)
     inputs, _ = task.train_batch(torch.Generator().manual_seed(0))
     train_lengths = (inputs != 3).sum(1) - 1  # minus the EMPTY token
     assert train_lengths.min() >= 1 and train_lengths.max() <= 40 and len(train_lengths.unique()) > 10
@@ -86,7 +87,7 @@ def test_lengths_follow_the_train_and_eval_ranges():
 
 
 def test_padding_does_not_reach_a_causal_models_answers():
-    task = ChomskyTask("bucket_sort", min_train_length=2, max_train_length=9, batch_size=5)
+    task = make_task("bucket_sort", min_train_length=2, max_train_length=9, batch_size=5)
     inputs, targets = task.train_batch(torch.Generator().manual_seed(1))
     torch.manual_seed(0)
     model = build_lm("mingru", task.vocab_size, d_model=16, n_layers=2, conv=True, mlp=False).double().eval()
@@ -100,7 +101,7 @@ def test_padding_does_not_reach_a_causal_models_answers():
 
 
 def test_scores_only_the_answer_positions_and_scales_accuracy():
-    task = ChomskyTask("cycle_nav")
+    task = make_task("cycle_nav")
     targets = torch.full((2, 4), IGNORE)
     targets[0, 3], targets[1, 2] = 4, 1
     logits = torch.zeros(2, 4, task.vocab_size)
@@ -114,15 +115,15 @@ def test_scores_only_the_answer_positions_and_scales_accuracy():
 
 
 def test_majority_count_vocabulary_holds_every_count():
-    task = ChomskyTask("majority_count", max_eval_length=300)
+    task = make_task("majority_count", max_eval_length=300)
     assert task.vocab_size == 301
 
 
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(UserError, match="unknown Chomsky task"):
-        ChomskyTask("parity")
+        ChomskyTask("parity", **{k: v for k, v in task_config("parity_check").items() if k != "name"})
     with pytest.raises(UserError, match="task.max_eval_length"):
-        build_task({"name": "parity_check", "min_eval_length": 50, "max_eval_length": 40})
+        make_task("parity_check", min_eval_length=50, max_eval_length=40)
 
 
 def test_tiny_training_run_end_to_end(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import TINY_SHAKESPEARE, TINY_TRAINER, run_minrnn, run_ok
@@ -141,30 +142,34 @@ def test_config_groups_hold_every_model_and_both_tasks():
 def test_every_model_config_builds_its_model_on_every_task(model):
     from omegaconf import OmegaConf
 
-    from minrnn_cli.training.model_setup import build_model
+    from minrnn_cli.models import TokenHead
+    from minrnn_cli.training.model_setup import build_task_model, check_model_config
     from minrnn_cli.training.settings import check_train_config
 
     for task in config_groups()["task"]:
         cfg = compose("train", [f"model={model}", f"task={task}"])
         OmegaConf.to_container(cfg, resolve=True)
         check_train_config(cfg)
+        check_model_config(cfg.model)
         assert cfg.model.name == model and cfg.task.name == task
     tiny = OmegaConf.merge(cfg.model, {"d_model": 8, "n_layers": 1})
-    assert build_model(tiny, vocab_size=16) is not None
-    assert build_model(cfg.model, vocab_size=65) is not None  # the shipped options are all accepted
+    assert build_task_model(tiny, SimpleNamespace(head=TokenHead(16))) is not None
+    # the shipped options are all accepted
+    assert build_task_model(cfg.model, SimpleNamespace(head=TokenHead(65))) is not None
 
 
 @pytest.mark.parametrize("experiment", sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_and_passes_the_checks(experiment):
     from omegaconf import OmegaConf
 
-    from minrnn_cli.training.model_setup import build_model
+    from minrnn_cli.models import TokenHead
+    from minrnn_cli.training.model_setup import build_task_model
     from minrnn_cli.training.settings import check_train_config
 
     cfg = compose("train", [f"experiment={experiment}"])
     OmegaConf.to_container(cfg, resolve=True)
     check_train_config(cfg)
-    assert build_model(cfg.model, vocab_size=cfg.task.get("vocab_size", 65)) is not None
+    assert build_task_model(cfg.model, SimpleNamespace(head=TokenHead(cfg.task.get("vocab_size", 65)))) is not None
 
 
 def test_paper_experiments_hold_the_paper_settings():

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from cli_faults import assert_one_line_error
-from conftest import TINY_TRAINER, run_minrnn, run_ok
+from conftest import TINY_TRAINER, make_task, run_minrnn, run_ok
 
 from minrnn_cli.errors import UserError
 from minrnn_cli.models import build_decision_model
 from minrnn_cli.models.decision import Steps
-from minrnn_cli.tasks import build_task
 from minrnn_cli.tasks.d4rl import ENVIRONMENTS, normalised_score, read_episodes, returns_to_go
 from minrnn_cli.tasks.rollouts import _run, make_environment
 from minrnn_cli.tracking.records import read_metrics, read_results
@@ -82,7 +81,7 @@ def dataset(tmp_path):
 
 
 def build(dataset, **options):
-    return build_task({"name": "d4rl", "data_path": str(dataset), "eval_episodes": 0, "test_episodes": 0,
+    return make_task("d4rl", **{"data_path": str(dataset), "eval_episodes": 0, "test_episodes": 0,
                        "context": 5, "batch_size": 6, "eval_batches": 2, **options})
 
 
@@ -267,13 +266,13 @@ def test_a_dataset_that_does_not_fit_the_environment_is_refused(tmp_path):
     lengths = [6, 6]
     write_pickle(tmp_path / "walker2d-medium-v2.pkl", flat_dataset(lengths), lengths)  # Hopper-sized data
     with pytest.raises(UserError, match="sizes 11 and 3, but Walker2d-v4's have"):
-        build_task({"name": "d4rl", "data_path": str(tmp_path / "walker2d-medium-v2.pkl")})
+        make_task("d4rl", data_path=str(tmp_path / "walker2d-medium-v2.pkl"))
 
 
 def test_without_gymnasium_scoring_says_what_to_install(dataset, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "gymnasium", None)
     with pytest.raises(UserError, match=r'minrnn-cli\[rl\]".*task.eval_episodes=0'):
-        build_task({"name": "d4rl", "data_path": str(dataset)})
+        make_task("d4rl", data_path=str(dataset))
     assert build(dataset).primary_metric == "loss"  # without rollouts nothing needs gymnasium
 
 
@@ -296,7 +295,7 @@ def test_bad_files_give_one_line(tmp_path):
                           (tmp_path / "hopper.pkl", "expected a list of episodes"),
                           (tmp_path / "data.pkl", "starts with none of halfcheetah, hopper, walker2d; set task.env")):
         with pytest.raises(UserError, match=message):
-            build_task({"name": "d4rl", "data_path": str(path), "eval_episodes": 0})
+            make_task("d4rl", data_path=str(path), eval_episodes=0)
     result = run_minrnn(tmp_path, "train", "task=d4rl", f"task.data_path={tmp_path / 'hopper.txt'}", *TINY_TRAINER)
     assert "unknown suffix" in assert_one_line_error(result)
 

@@ -114,7 +114,7 @@ def test_torchrun_writes_one_run_folder_with_rank_0_records(torchrun_dir):
 def test_a_two_rank_checkpoint_resumes_in_one_process(torchrun_dir, tmp_path):
     checkpoint = only_run_dir(torchrun_dir) / "checkpoints" / "last.pt"
     cfg = compose_train("trainer.max_steps=4", f"trainer.resume={checkpoint}")
-    results = train(cfg, tmp_path, tmp_path)
+    results = train(cfg, tmp_path, tmp_path, distributed.Replica()).results
     assert results["resumed_from_step"] == 2 and results["world_size"] == 1
     resumed = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert_same_parameters(resumed["model"], reference_parameters([(2, RANKS), (2, 1)]))

@@ -5,9 +5,9 @@ import pickle
 
 import pytest
 import torch
+from conftest import make_task
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks import build_task
 from minrnn_cli.tasks.external import CIFAR_TEST_FILE, CIFAR_TRAIN_FILES
 from minrnn_cli.training.model_setup import build_task_model
 
@@ -15,13 +15,13 @@ from minrnn_cli.training.model_setup import build_task_model
 @pytest.mark.parametrize("name", ["lra_image", "lra_retrieval", "d4rl"])
 def test_without_data_the_error_says_what_is_needed_and_where(name):
     with pytest.raises(UserError, match="task.data_path") as caught:
-        build_task({"name": name, "data_path": None})
+        make_task(name, data_path=None)
     assert "\n" not in str(caught.value) and "downloads nothing" in str(caught.value)
 
 
 def test_a_folder_missing_files_names_them(tmp_path):
     with pytest.raises(UserError, match="lacks new_aan_pairs.train.tsv"):
-        build_task({"name": "lra_retrieval", "data_path": str(tmp_path)})
+        make_task("lra_retrieval", data_path=str(tmp_path))
 
 
 def write_cifar_batch(path, images: torch.Tensor, labels: list[int]) -> None:
@@ -38,7 +38,7 @@ def test_lra_image_reads_cifar_as_grey_pixel_tokens(tmp_path):
     pure[:, :1024], pure[:, 1024:2048], pure[:, 2048:] = 100, 200, 50  # one colour: R 100, G 200, B 50
     write_cifar_batch(tmp_path / CIFAR_TEST_FILE, pure, [0, 9, 5, 5])
 
-    task = build_task({"name": "lra_image", "data_path": str(tmp_path), "batch_size": 3, "val_size": 2})
+    task = make_task("lra_image", data_path=str(tmp_path), batch_size=3, val_size=2)
     inputs, labels = task.eval_set("test")[0]
     grey = int(0.2989 * 100 + 0.5870 * 200 + 0.1140 * 50)
     assert inputs.shape == (3, 1024) and (inputs == grey + 1).all() and labels.tolist() == [0, 9, 5]

@@ -9,9 +9,10 @@ import sys
 
 import pytest
 import torch
+from conftest import make_task
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.listops import END, OPERATORS, PAD, TOKENS, ListOps, sample_expression, value_of
+from minrnn_cli.tasks.listops import END, OPERATORS, PAD, TOKENS, sample_expression, value_of
 from minrnn_cli.training.model_setup import build_task_model
 
 
@@ -62,7 +63,7 @@ def test_median_of_an_even_count_is_the_floor_of_the_middle_mean():
 
 @pytest.mark.parametrize("lengths", [(5, 40), (60, 200)])
 def test_labels_match_a_stack_evaluator_and_the_grammar(lengths):
-    task = ListOps(min_length=lengths[0], max_length=lengths[1], batch_size=16, eval_batches=1)
+    task = make_task("listops", min_length=lengths[0], max_length=lengths[1], batch_size=16, eval_batches=1)
     inputs, labels = task.train_batch(torch.Generator().manual_seed(0))
     assert inputs.shape[0] == 16 and labels.max() < 10
     for row, label in zip(inputs, labels, strict=True):
@@ -74,8 +75,8 @@ def test_labels_match_a_stack_evaluator_and_the_grammar(lengths):
 
 
 def test_generator_is_deterministic_and_keeps_held_out_expressions_out_of_training():
-    task = ListOps(min_length=3, max_length=8, batch_size=32, eval_batches=2)
-    twin = ListOps(min_length=3, max_length=8, batch_size=32, eval_batches=2)
+    task = make_task("listops", min_length=3, max_length=8, batch_size=32, eval_batches=2)
+    twin = make_task("listops", min_length=3, max_length=8, batch_size=32, eval_batches=2)
     first = task.train_batch(torch.Generator().manual_seed(5))
     again = twin.train_batch(torch.Generator().manual_seed(5))
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
@@ -92,7 +93,7 @@ def test_generator_is_deterministic_and_keeps_held_out_expressions_out_of_traini
 
 
 def test_classifier_reads_each_padded_expression_at_its_own_end():
-    task = ListOps(min_length=5, max_length=30, batch_size=6, eval_batches=1)
+    task = make_task("listops", min_length=5, max_length=30, batch_size=6, eval_batches=1)
     inputs, _ = task.train_batch(torch.Generator().manual_seed(2))
     torch.manual_seed(0)
     model_cfg = {"name": "mingru", "d_model": 16, "n_layers": 2, "conv": True, "mlp": True}
@@ -107,9 +108,9 @@ def test_classifier_reads_each_padded_expression_at_its_own_end():
 
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(UserError, match="task.max_length"):
-        ListOps(min_length=50, max_length=40)
+        make_task("listops", min_length=50, max_length=40)
     with pytest.raises(UserError, match="task.pool"):
-        ListOps(pool="max")
+        make_task("listops", pool="max")
 
 
 def test_tiny_training_run_and_eval_end_to_end(tmp_path, monkeypatch):

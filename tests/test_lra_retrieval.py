@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from cli_faults import assert_one_line_error
-from conftest import TINY_TRAINER, run_minrnn, run_ok
+from conftest import TINY_TRAINER, make_task, run_minrnn, run_ok
 
 from minrnn_cli.errors import UserError
 from minrnn_cli.models import build_classifier
-from minrnn_cli.tasks import build_task
 from minrnn_cli.tasks.lra_retrieval import SPLIT_FILES, encode_pairs, read_pairs
 from minrnn_cli.tracking.records import read_results
 from minrnn_cli.training.model_setup import build_task_model
@@ -76,7 +75,7 @@ def test_encode_pairs_gives_bytes_plus_one_right_padded():
 
 
 def test_task_batches_are_seeded_and_eval_sets_cover_each_split_in_order(tsv_data):
-    task = build_task({"name": "lra_retrieval", "data_path": str(tsv_data), "batch_size": 2})
+    task = make_task("lra_retrieval", data_path=str(tsv_data), batch_size=2)
     first = task.train_batch(torch.Generator().manual_seed(3))
     again = task.train_batch(torch.Generator().manual_seed(3))
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
@@ -84,7 +83,7 @@ def test_task_batches_are_seeded_and_eval_sets_cover_each_split_in_order(tsv_dat
     val = task.eval_set("val")
     assert [len(labels) for _, labels in val] == [2, 2, 1]
     assert torch.cat([labels for _, labels in val]).tolist() == [0, 1, 0, 1, 0]
-    limited = build_task({"name": "lra_retrieval", "data_path": str(tsv_data), "batch_size": 2, "eval_batches": 1})
+    limited = make_task("lra_retrieval", data_path=str(tsv_data), batch_size=2, eval_batches=1)
     assert len(limited.eval_set("test")) == 1
 
 
@@ -92,7 +91,7 @@ def test_task_batches_are_seeded_and_eval_sets_cover_each_split_in_order(tsv_dat
 @pytest.mark.parametrize("name", ["mingru", "minlstm", "transformer"])
 def test_pair_logits_do_not_depend_on_padding_or_on_the_other_pairs(name, pool, tsv_data):
     """A pair batched with longer documents (more right padding) gets the logits it gets alone."""
-    task = build_task({"name": "lra_retrieval", "data_path": str(tsv_data), "pool": pool})
+    task = make_task("lra_retrieval", data_path=str(tsv_data), pool=pool)
     torch.manual_seed(0)
     model = build_task_model({"name": name, "d_model": 8, "n_layers": 2, "conv": True, "mlp": True}, task).eval()
     pair = (b"short", b"tiny doc")

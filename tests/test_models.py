@@ -107,12 +107,14 @@ def test_classifier_pools_the_last_real_position():
 def test_unknown_model_and_option_are_clear_errors():
     with pytest.raises(ValueError, match="unknown model 'rnn'; choose one of mingru, minlstm, gru"):
         build_lm("rnn", VOCAB)
-    with pytest.raises(ValueError, match="model 'gru' does not take option 'expansion'"):
+    with pytest.raises(ValueError, match="model 'gru' does not take option 'expansion'; it takes: d_model"):
         build_lm("gru", VOCAB, expansion=2)
-    with pytest.raises(ValueError, match=r"dropout=1.5 is outside \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"dropout=1.5 is invalid: it must be in \[0, 1\)"):
         build_lm("mingru", VOCAB, dropout=1.5)
-    with pytest.raises(ValueError, match="unknown norm 'batch'"):
+    with pytest.raises(ValueError, match="norm='batch' is invalid: choose one of rms, layer"):
         build_lm("mingru", VOCAB, norm="batch")
+    with pytest.raises(ValueError, match="n_heads=0 is invalid: it must be an integer >= 1"):
+        build_lm("transformer", VOCAB, n_heads=0)
 
 
 @pytest.mark.parametrize("alpha", [1, 2, 3])

@@ -4,6 +4,14 @@ import pytest
 import torch
 
 from minrnn_cli.scans import BACKENDS, scan, sequential_scan
+from minrnn_cli.scans.fused import (
+    fused_cell_scan,
+    has_fused_path,
+    inner_width,
+    projection_width,
+    split_gates,
+    split_projection,
+)
 
 LENGTHS = [1, 2, 7, 64, 513, 4096]
 
@@ -78,3 +86,22 @@ def test_mismatched_shapes_are_a_clear_error():
     a, b, _ = _inputs(4)
     with pytest.raises(ValueError, match="one shape"):
         scan(a, b[:, :3])
+
+
+def test_projection_layout_is_gates_then_candidate():
+    hidden = torch.arange(2 * 3 * 12.0).view(2, 3, 12)
+    gate_pre, candidate = split_projection(hidden, n_gates=2)
+    forget, input_gate = split_gates(gate_pre, n_gates=2)
+    assert projection_width(2, 4) == 12 and inner_width(12, 2) == 4
+    assert torch.equal(forget, hidden[..., :4]) and torch.equal(input_gate, hidden[..., 4:8])
+    assert torch.equal(candidate, hidden[..., 8:])
+    assert candidate.data_ptr() == hidden[..., 8:].data_ptr()  # views, not copies
+    with pytest.raises(ValueError, match="does not hold 1 gate"):
+        split_projection(torch.zeros(2, 3, 5), n_gates=1)
+
+
+def test_fused_cell_scan_needs_a_backend_with_a_fused_path():
+    assert has_fused_path("mingru", "linear") and has_fused_path("minlstm", "triton")
+    assert not has_fused_path("minlstm", "linear") and not has_fused_path("mingru", "log")
+    with pytest.raises(ValueError, match="no fused minlstm path for scan backend 'linear'"):
+        fused_cell_scan(torch.zeros(1, 2, 6), None, "minlstm", True, True, backend="linear")

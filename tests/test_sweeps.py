@@ -116,7 +116,7 @@ def test_every_hparams_search_config_composes_with_a_metric_its_task_reports(sea
 
 
 def test_multirun_jobs_default_to_the_sweep_folder_as_wandb_group(tmp_path):
-    from minrnn_cli.tracking.wandb_run import sweep_group
+    from minrnn_cli.hydra_app.context import sweep_group
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         multirun = compose("train", overrides=["hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path}/sweep-7"],

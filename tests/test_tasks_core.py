@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_task
 
 from minrnn_cli.errors import UserError
 from minrnn_cli.paths import shakespeare_path
 from minrnn_cli.tasks import build_task
-from minrnn_cli.tasks.selective_copying import QUERY_TOKEN, SelectiveCopying, make_batch
-from minrnn_cli.tasks.shakespeare import Shakespeare, decode, read_text
+from minrnn_cli.tasks.selective_copying import QUERY_TOKEN, make_batch
+from minrnn_cli.tasks.shakespeare import decode, read_text
 
 
 @pytest.fixture(scope="module")
 def shakespeare():
-    return Shakespeare(seq_len=32, batch_size=8, eval_batches=3)
+    return make_task("shakespeare", seq_len=32, batch_size=8, eval_batches=3)
 
 
 # ---- Tiny Shakespeare -----------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ def test_shakespeare_batches_are_contiguous_blocks_shifted_by_one(shakespeare):
 
 def test_shakespeare_eval_set_is_fixed_and_from_the_validation_split(shakespeare):
     first = shakespeare.eval_set("val")
-    again = Shakespeare(seq_len=32, batch_size=8, eval_batches=3).eval_set("val")
+    again = make_task("shakespeare", seq_len=32, batch_size=8, eval_batches=3).eval_set("val")
     assert len(first) == 3
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
     val_text = decode(shakespeare.data["val"].tolist(), shakespeare.chars)
@@ -68,9 +69,9 @@ def test_shakespeare_metrics_are_nats_and_bits_per_char(shakespeare):
 def test_own_text_file_and_a_changed_file_is_read_again(tmp_path):
     path = tmp_path / "mine.txt"
     path.write_text("abcab\n" * 50)
-    assert Shakespeare(seq_len=8, batch_size=2, data_path=str(path)).chars == ["\n", "a", "b", "c"]
+    assert make_task("shakespeare", seq_len=8, batch_size=2, data_path=str(path)).chars == ["\n", "a", "b", "c"]
     path.write_text("xyzzy!\n" * 60)  # a stale HF datasets cache would return the old text
-    assert Shakespeare(seq_len=8, batch_size=2, data_path=str(path)).chars == ["\n", "!", "x", "y", "z"]
+    assert make_task("shakespeare", seq_len=8, batch_size=2, data_path=str(path)).chars == ["\n", "!", "x", "y", "z"]
 
 
 @pytest.mark.parametrize(("setup", "needle"), [
@@ -85,14 +86,14 @@ def test_unusable_text_files_are_one_line_user_errors(tmp_path, setup, needle):
     elif setup == "short":
         path.write_text("tiny text")
     with pytest.raises(UserError, match=needle) as raised:
-        Shakespeare(seq_len=32, batch_size=2, data_path=str(path))
+        make_task("shakespeare", seq_len=32, batch_size=2, data_path=str(path))
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize("options", [{"seq_len": 0}, {"batch_size": 0}, {"eval_batches": 0}, {"seq_len": "8"}])
 def test_shakespeare_settings_are_checked(options):
     with pytest.raises(UserError, match=next(iter(options))):
-        Shakespeare(**options)
+        make_task("shakespeare", **options)
 
 
 # ---- Selective Copying ----------------------------------------------------------------------------------
@@ -113,8 +114,8 @@ def test_selective_copying_sequences_follow_the_official_layout():
 
 
 def test_selective_copying_eval_sets_are_fixed_and_differ_between_splits():
-    task = SelectiveCopying(seq_len=40, n_memorize=4, batch_size=4, eval_batches=2)
-    again = SelectiveCopying(seq_len=40, n_memorize=4, batch_size=4, eval_batches=2)
+    task = make_task("selective_copying", seq_len=40, n_memorize=4, batch_size=4, eval_batches=2)
+    again = make_task("selective_copying", seq_len=40, n_memorize=4, batch_size=4, eval_batches=2)
     val, test = task.eval_set("val"), task.eval_set("test")
     assert all(torch.equal(a[0], b[0]) for a, b in zip(val, again.eval_set("val"), strict=True))
     assert not torch.equal(val[0][0], test[0][0])
@@ -124,7 +125,7 @@ def test_selective_copying_eval_sets_are_fixed_and_differ_between_splits():
 
 
 def test_selective_copying_scores_only_the_answer_positions():
-    task = SelectiveCopying(seq_len=20, n_memorize=4, vocab_size=8, batch_size=3)
+    task = make_task("selective_copying", seq_len=20, n_memorize=4, vocab_size=8, batch_size=3)
     inputs, targets = task.train_batch(torch.Generator().manual_seed(1))
     logits = torch.randn(3, inputs.shape[1], 8)  # noise everywhere
     logits[:, -4:] = torch.nn.functional.one_hot(targets, 8).float() * 50  # right answers at the queries
@@ -144,11 +145,11 @@ def test_selective_copying_scores_only_the_answer_positions():
 ])
 def test_selective_copying_settings_are_checked(options, needle):
     with pytest.raises(UserError, match=needle):
-        SelectiveCopying(**options)
+        make_task("selective_copying", **options)
 
 
 def test_build_task_names_the_tasks_it_knows():
-    assert build_task({"name": "selective_copying", "seq_len": 16, "n_memorize": 2}).name == "selective_copying"
+    assert make_task("selective_copying", seq_len=16, n_memorize=2).name == "selective_copying"
     with pytest.raises(UserError, match="shakespeare") as raised:
         build_task({"name": "nope"})
     assert "selective_copying" in str(raised.value)

@@ -182,12 +182,13 @@ def test_eval_latest_finds_the_newest_best_checkpoint(reference):
 
 def greedy_reference(checkpoint: Path, prompt: str, new_tokens: int) -> str:
     """Greedy decoding by re-running the whole sequence through the parallel forward at every token."""
+    from minrnn_cli.models import build_lm
     from minrnn_cli.training.checkpoint import load_checkpoint
-    from minrnn_cli.training.model_setup import build_model
 
     payload = load_checkpoint(checkpoint)
     chars = payload["vocabulary"]["chars"]
-    model = build_model(payload["config"]["model"], len(chars))
+    options = dict(payload["config"]["model"])
+    model = build_lm(options.pop("name"), len(chars), **options)
     model.load_state_dict(payload["model"])
     model.eval()
     idx = torch.tensor([[chars.index(char) for char in prompt]])
@@ -306,9 +307,9 @@ def test_a_folder_that_holds_a_run_is_not_reused(reference, tmp_path):
 # ---- the loop's parts -------------------------------------------------------------------------------------
 
 def tiny_model():
-    from minrnn_cli.training.model_setup import build_model
+    from minrnn_cli.models import build_lm
 
-    return build_model({"name": "mingru", "d_model": 8, "n_layers": 1, "conv": True, "mlp": True}, vocab_size=11)
+    return build_lm("mingru", 11, d_model=8, n_layers=1, conv=True, mlp=True)
 
 
 def test_weight_decay_only_on_weight_matrices():

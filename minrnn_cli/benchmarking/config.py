@@ -10,29 +10,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-DEVICES = ("auto", "cpu", "cuda")
 # The paper's grid (Fig. 1): powers of two from 64 to 4096.
 PAPER_SEQ_LENS = (64, 128, 256, 512, 1024, 2048, 4096)
 
 
 @dataclass
 class BenchConfig:
-    """What `minrnn bench` measures; conf/bench.yaml holds the same keys and defaults."""
+    """What `minrnn bench` measures: the one source of its keys and defaults (`minrnn bench` registers them as
+    Hydra's `bench` config; `minrnn config --config-name bench` prints them)."""
 
-    models: list[str] = field(
+    models: list[str] = field(  # any of minrnn_cli.models.MODELS
         default_factory=lambda: ["mingru", "minlstm", "gru", "gru_loop", "lstm", "lstm_loop", "mamba"]
     )
-    seq_len: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    seq_len: list[int] = field(default_factory=lambda: [64, 128, 256, 512])  # paper: 64, 128, ..., 4096
     batch_size: int = 64
-    d_model: int = 128
-    depth: int = 1
-    dtype: str = "float32"
-    device: str = "auto"
-    threads: int | None = None  # CPU threads; None = torch's default, fixed and recorded
-    scan_backend: str = "auto"  # minGRU / minLSTM scan
-    warmup: int = 2
-    repeats: int = 10
-    min_repeats: int = 3  # fewer repeats than `repeats` are used when the budget demands it
+    d_model: int = 128  # width of every layer
+    depth: int = 1  # mixers stacked (the same for every model)
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | float64
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    threads: int | None = None  # CPU intra-op threads; None = torch's default; fixed and recorded
+    scan_backend: str = "auto"  # minGRU / minLSTM scan: auto | linear | log | sequential | triton
+    warmup: int = 2  # untimed calls after the probe call
+    repeats: int = 10  # timed calls; median, min and max are reported
+    min_repeats: int = 3  # the budget may cut repeats down to this, else the measurement is skipped
     budget_s: float = 60.0  # per measurement of one (model, length): skip when it would take longer
     max_memory_gib: float | None = None  # skip cells predicted above it; None = half the RAM / 90% of the GPU
     optimizer_step: bool = False  # include AdamW's step in the training step
@@ -40,7 +40,7 @@ class BenchConfig:
     decode_tokens: int = 16  # tokens per decoding repeat
     memory: bool = True  # measure the training step's peak memory
     seed: int = 0
-    plot: bool = True
+    plot: bool = True  # write bench.png
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> BenchConfig:
@@ -55,19 +55,19 @@ class BenchConfig:
         return config
 
     def validate(self) -> None:
-        from minrnn_cli.models import MODEL_NAMES
+        from minrnn_cli.models import MODELS
         from minrnn_cli.scans import BACKENDS
 
         for name in self.models:
-            _choice("models", name, MODEL_NAMES)
+            _choice("models", name, tuple(MODELS))
         if not self.models:
-            raise ValueError(f"models is empty; choose from {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"models is empty; choose from {', '.join(MODELS)}")
         if not self.seq_len:
             raise ValueError("seq_len is empty; give at least one length >= 1")
         for length in self.seq_len:
             _at_least("seq_len", length, 1)
         _choice("dtype", self.dtype, DTYPES)
-        _choice("device", self.device, DEVICES)
+        _device(self.device)
         _choice("scan_backend", self.scan_backend, BACKENDS)
         for name in ("batch_size", "d_model", "depth", "repeats", "min_repeats", "decode_tokens"):
             _at_least(name, getattr(self, name), 1)
@@ -85,6 +85,17 @@ class BenchConfig:
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _device(name: str) -> None:
+    """A device this machine has (the resolver training uses; its one-line error as a ValueError)."""
+    from minrnn_cli.device import resolve_device
+    from minrnn_cli.errors import UserError
+
+    try:
+        resolve_device(name, key="device")
+    except UserError as error:
+        raise ValueError(str(error).removeprefix("error: ")) from None
 
 
 def _at_least(name: str, value: int, low: int) -> None:

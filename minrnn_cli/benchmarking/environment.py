@@ -1,4 +1,5 @@
-"""Where the numbers come from: device and dtype resolution, the fixed thread count, machine facts."""
+"""Where the numbers come from: the device (minrnn_cli.device resolves it, as for training) and dtype, the
+fixed thread count, machine facts."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ import platform
 import torch
 
 from minrnn_cli.benchmarking.config import BenchConfig
+from minrnn_cli.device import resolve_device
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device; allowed here: auto, cpu")
-    return torch.device(name)
+def bench_device(name: str) -> torch.device:
+    """The device to measure on: `device=auto|cpu|cuda|cuda:N|mps`, one line naming it when it is not here."""
+    return resolve_device(name, key="device")
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -12,22 +12,23 @@ from rich.console import Console
 from minrnn_cli.benchmarking import memory
 from minrnn_cli.benchmarking.config import BenchConfig
 from minrnn_cli.benchmarking.environment import (
+    bench_device,
     fix_threads,
     load_average,
     machine_info,
     memory_limit_bytes,
-    resolve_device,
     resolve_dtype,
 )
 from minrnn_cli.benchmarking.grid import KINDS, Cell, measure_grid
 from minrnn_cli.benchmarking.report import BenchResult, print_tables, write_files
+from minrnn_cli.benchmarking.timing import timing_method
 
 
 def run_bench(config: BenchConfig, out_dir: Path, command: str,
               console: Console | None = None) -> BenchResult:
     """Measure `config`'s grid and write bench.csv, bench.json, bench.md (and bench.png) into `out_dir`."""
     console = console or Console(width=None if sys.stdout.isatty() else 160)
-    device = resolve_device(config.device)
+    device = bench_device(config.device)
     dtype = resolve_dtype(config.dtype)
     threads = fix_threads(config)
     machine = machine_info(device, threads)
@@ -45,8 +46,7 @@ def run_bench(config: BenchConfig, out_dir: Path, command: str,
             "config": asdict(config),
             "memory_method": memory.method(device),
             "memory_limit_gib": round(max_memory / 2**30, 2),
-            "timing_method": ("CUDA events around each repeat, synchronised" if device.type == "cuda"
-                              else "time.perf_counter around each repeat (CPU ops are synchronous)"),
+            "timing_method": timing_method(device),
             "units": "ms per call (decode: ms per token), MiB; speedup = baseline time / model time",
         },
         cells=cells,

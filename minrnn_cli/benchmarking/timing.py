@@ -1,7 +1,8 @@
 """Wall-clock timing: warm-up, then N repeats summarised by median, min and max, several calls interleaved.
 
 On CUDA each repeat is bracketed by CUDA events and waited on, so asynchronous kernel launches are
-counted in full; on CPU `time.perf_counter` brackets the call (CPU ops run synchronously).
+counted in full; elsewhere `time.perf_counter` brackets the call, after waiting for the device (CPU ops run
+synchronously; MPS is waited for).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from minrnn_cli.device import synchronize
 
 
 @dataclass
@@ -39,9 +42,19 @@ def time_once(fn: Callable[[], object], device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1000.0
+    synchronize(device)
     begin = time.perf_counter()
     fn()
+    synchronize(device)
     return time.perf_counter() - begin
+
+
+def timing_method(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "CUDA events around each repeat, synchronised"
+    if device.type == "cpu":
+        return "time.perf_counter around each repeat (CPU ops are synchronous)"
+    return f"time.perf_counter around each repeat, {device.type} synchronised before and after"
 
 
 def time_interleaved(calls: dict[str, Callable[[], object]], repeats: dict[str, int], device: torch.device,

@@ -19,32 +19,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minrnn_cli.benchmarking.memory import tensor_bytes
-from minrnn_cli.models import build_mixer
-
-SCAN_MODELS = ("mingru", "minlstm")  # the models that take `scan_backend`
+from minrnn_cli.models import build_mixer, count_params, takes_option
+from minrnn_cli.models.blocks import run_layers
 
 
 class MixerStack(nn.Module):
     def __init__(self, name: str, d_model: int, depth: int, scan_backend: str):
         super().__init__()
-        options = {"scan_backend": scan_backend} if name in SCAN_MODELS else {}
+        options = {"scan_backend": scan_backend} if takes_option(name, "scan_backend") else {}
         self.layers = nn.ModuleList(build_mixer(name, d_model, **options) for _ in range(depth))
 
     def forward(self, x: Tensor, states: list | None = None) -> tuple[Tensor, list]:
-        states = states or [None] * len(self.layers)
-        new_states = []
-        for layer, state in zip(self.layers, states, strict=True):
-            x, state = layer(x, state)
-            new_states.append(state)
-        return x, new_states
+        return run_layers(self.layers, x, states)
 
     def step(self, x_t: Tensor, states: list | None = None) -> tuple[Tensor, list]:
-        states = states or [None] * len(self.layers)
-        new_states = []
-        for layer, state in zip(self.layers, states, strict=True):
-            x_t, state = layer.step(x_t, state)
-            new_states.append(state)
-        return x_t, new_states
+        return run_layers(self.layers, x_t, states, step=True)
 
 
 def make_inputs(batch_size: int, seq_len: int, d_model: int, dtype: torch.dtype, device: torch.device,
@@ -68,7 +57,7 @@ class Workload:
         self._decode_start: list | None = None  # None: the zero state
 
     def n_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return count_params(self.model)
 
     def train_step(self, length: int | None = None) -> None:
         self.model.zero_grad(set_to_none=True)

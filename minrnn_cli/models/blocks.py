@@ -24,6 +24,16 @@ def make_norm(kind: str, width: int) -> nn.Module:
     return NORMS[kind](width)
 
 
+def run_layers(layers, x: Tensor, state: list | None = None, step: bool = False) -> tuple[Tensor, list]:
+    """x through each layer in turn (`layer(x, state)`, or `layer.step` one token at a time), each with its own
+    entry of `state` (None: every layer starts from its initial state). Returns (output, the new states)."""
+    new_state = []
+    for i, layer in enumerate(layers):
+        x, layer_state = (layer.step if step else layer)(x, None if state is None else state[i])
+        new_state.append(layer_state)
+    return x, new_state
+
+
 class CausalConv(nn.Module):
     """Depthwise causal conv over time plus a pointwise projection; the state is the last k-1 inputs."""
 

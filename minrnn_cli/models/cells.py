@@ -15,6 +15,10 @@ state). We follow the authors' code, which is consistent in both cells: a *learn
 that goes through g (through log_g in the log-space scan, which is the same thing), and zero otherwise;
 a *carried* state (the `state` returned by a previous call) is a state value and is used as is. Carrying
 it through g again is the bug behind lucidrains' chunked minLSTM error; here every mode agrees.
+
+The input projection is laid out [gates | candidate] (`scans/fused/layout.py`). Where the backend has a
+fused path (`triton`; `linear` for minGRU) the recurrence is computed from that projection by
+`scans.fused.fused_cell_scan`; the other backends run the gates here, then `scans.scan`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minrnn_cli.scans import log_scan, resolve_backend, scan
-from minrnn_cli.scans.gated import mingru_scan
-from minrnn_cli.scans.triton_scan import fused_cell_scan
+from minrnn_cli.scans.fused import (
+    N_GATES,
+    fused_cell_scan,
+    has_fused_path,
+    projection_width,
+    split_gates,
+    split_projection,
+)
 
 
 def g(x: Tensor) -> Tensor:
@@ -41,12 +51,15 @@ def log_g(x: Tensor) -> Tensor:
 class _MinimalRNN(nn.Module):
     """What minGRU and minLSTM share: candidate, h0, the three modes and the down-projection.
 
-    Subclasses define `n_gates` and `log_gates(pre) -> (log_a, log_input_gate)`; `gates` gives the same
-    two in linear space (a subclass may compute them more directly).
+    Subclasses define `cell_kind`, `n_gates` and `log_gates(pre) -> (log_a, log_input_gate)`; `gates`
+    gives the same two in linear space (a subclass may compute them more directly).
+
+    `backend_choice` is the scan backend as given (`auto` included), validated here and resolved once per
+    forward call against the input's device.
     """
 
+    cell_kind: str  # the cell's name for `scans.fused` ("mingru" / "minlstm")
     n_gates: int
-    kernel_cell: str  # the cell's name for the fused Triton kernel
     normalize = False  # minLSTM's gate normalisation (minGRU has none)
 
     def __init__(
@@ -62,11 +75,16 @@ class _MinimalRNN(nn.Module):
         if self.d_inner < 1:
             raise ValueError(f"expansion={expansion} gives an inner width below 1 for d_model={d_model}")
         self.log_space = log_space
-        self.scan_backend = resolve_backend(scan_backend)
-        self.backend_choice = scan_backend  # `auto` takes the fused Triton kernel per call, on CUDA
-        self.to_hidden = nn.Linear(d_model, (self.n_gates + 1) * self.d_inner)
+        resolve_backend(scan_backend)  # a ValueError for an unknown name, now rather than at the first call
+        self.backend_choice = scan_backend
+        self.to_hidden = nn.Linear(d_model, projection_width(self.n_gates, self.d_inner))
         self.to_out = nn.Linear(self.d_inner, d_model) if self.d_inner != d_model else nn.Identity()
         self.h0 = nn.Parameter(torch.randn(self.d_inner)) if learned_h0 else None
+
+    @property
+    def scan_backend(self) -> str:
+        """The concrete backend on a device not known yet (CPU): `auto` reads `linear` here."""
+        return resolve_backend(self.backend_choice)
 
     def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -74,10 +92,6 @@ class _MinimalRNN(nn.Module):
     def gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         log_a, log_input = self.log_gates(gate_pre)
         return torch.exp(log_a), torch.exp(log_input)
-
-    def _split(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
-        """(gate pre-activations, candidate pre-activation) of the input projection `to_hidden(x)`."""
-        return hidden[..., : -self.d_inner], hidden[..., -self.d_inner :]
 
     def _candidate(self, candidate_pre: Tensor) -> Tensor:
         return g(candidate_pre) if self.log_space else candidate_pre
@@ -93,27 +107,23 @@ class _MinimalRNN(nn.Module):
         """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner))."""
         h0 = self.initial_state(x.shape[0], x) if state is None else state
         hidden = self.to_hidden(x)
-        if resolve_backend(self.backend_choice, x.device) == "triton":  # gates computed inside the kernel
-            h = fused_cell_scan(hidden, h0, self.kernel_cell, self.log_space, self.normalize)
-            return self.to_out(h), h[:, -1]
-        if self.scan_backend == "log" and self.log_space:
-            gate_pre, candidate_pre = self._split(hidden)
+        backend = resolve_backend(self.backend_choice, x.device)
+        if has_fused_path(self.cell_kind, backend):  # gates computed inside the scan
+            h, h_last = fused_cell_scan(hidden, h0, self.cell_kind, self.log_space, self.normalize, backend)
+            return self.to_out(h), h_last
+        gate_pre, candidate_pre = split_projection(hidden, self.n_gates)
+        if backend == "log" and self.log_space:
             log_a, log_input = self.log_gates(gate_pre)
             log_h0 = None if h0 is None else torch.log(h0)
             h, h_last = log_scan(log_a, log_input + log_g(candidate_pre), log_h0)
         else:
-            h, h_last = self._recurrence(hidden, h0)
+            a, input_gate = self.gates(gate_pre)
+            h, h_last = scan(a, input_gate * self._candidate(candidate_pre), h0, backend=backend)
         return self.to_out(h), h_last
-
-    def _recurrence(self, hidden: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        """(h, h_last) of the linear-space recurrence built from the input projection."""
-        gate_pre, candidate_pre = self._split(hidden)
-        a, input_gate = self.gates(gate_pre)
-        return scan(a, input_gate * self._candidate(candidate_pre), h0, backend=self.scan_backend)
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sequential mode, one token x_t: (B, d_model), O(1) state. Returns (y_t, new state)."""
-        gate_pre, candidate_pre = self._split(self.to_hidden(x_t))
+        gate_pre, candidate_pre = split_projection(self.to_hidden(x_t), self.n_gates)
         a, input_gate = self.gates(gate_pre)
         h = input_gate * self._candidate(candidate_pre)
         h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
@@ -125,8 +135,8 @@ class _MinimalRNN(nn.Module):
 class MinGRU(_MinimalRNN):
     """h_t = (1 - z_t) * h_{t-1} + z_t * h~_t with z_t = sigmoid(Linear(x_t)), h~_t = g(Linear(x_t))."""
 
-    n_gates = 1
-    kernel_cell = "mingru"
+    cell_kind = "mingru"
+    n_gates = N_GATES[cell_kind]
 
     def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         log_z = -F.softplus(-gate_pre)
@@ -137,16 +147,6 @@ class MinGRU(_MinimalRNN):
         z = torch.sigmoid(gate_pre)
         return 1 - z, z
 
-    def _recurrence(self, hidden: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The linear backend takes the fused path: gates and scan in one autograd function."""
-        if self.scan_backend != "linear":
-            return super()._recurrence(hidden, h0)
-        dtype = hidden.dtype
-        compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-        h0 = None if h0 is None else h0.to(compute)
-        h, h_last = mingru_scan(hidden.to(compute), h0, self.log_space)
-        return h.to(dtype), h_last.to(dtype)
-
 
 class MinLSTM(_MinimalRNN):
     """h_t = f'_t * h_{t-1} + i'_t * h~_t with gates from x_t only (no output gate, no tanh).
@@ -156,17 +156,19 @@ class MinLSTM(_MinimalRNN):
     default). `forget_bias` is added to the forget gate's bias at init (paper App. D.4).
     """
 
-    n_gates = 2
-    kernel_cell = "minlstm"
+    cell_kind = "minlstm"
+    n_gates = N_GATES[cell_kind]
 
     def __init__(self, d_model: int, *, normalize: bool = True, forget_bias: float = 0.0, **options):
         super().__init__(d_model, **options)
         self.normalize = normalize
         with torch.no_grad():
-            self.to_hidden.bias[: self.d_inner] += forget_bias
+            gate_bias, _ = split_projection(self.to_hidden.bias, self.n_gates)
+            forget_gate_bias, _ = split_gates(gate_bias, self.n_gates)
+            forget_gate_bias += forget_bias
 
     def log_gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
-        forget_pre, input_pre = gate_pre.chunk(2, dim=-1)
+        forget_pre, input_pre = split_gates(gate_pre, self.n_gates)
         if self.normalize:
             diff = F.softplus(-forget_pre) - F.softplus(-input_pre)  # log i - log f
             return -F.softplus(diff), -F.softplus(-diff)
@@ -174,7 +176,7 @@ class MinLSTM(_MinimalRNN):
 
     def gates(self, gate_pre: Tensor) -> tuple[Tensor, Tensor]:
         """The same gates in linear space: f' = sigmoid(log f - log i), i' = sigmoid(log i - log f)."""
-        forget_pre, input_pre = gate_pre.contiguous().chunk(2, dim=-1)
+        forget_pre, input_pre = split_gates(gate_pre.contiguous(), self.n_gates)
         if self.normalize:
             diff = F.softplus(-forget_pre) - F.softplus(-input_pre)  # log i - log f
             return torch.sigmoid(-diff), torch.sigmoid(diff)

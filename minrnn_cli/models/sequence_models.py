@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minrnn_cli.models.blocks import ResidualBlock, make_norm
+from minrnn_cli.models.blocks import ResidualBlock, make_norm, run_layers
 
 
 class Backbone(nn.Module):
@@ -34,19 +34,12 @@ class Backbone(nn.Module):
 
     def mix(self, x: Tensor, state: list | None = None) -> tuple[Tensor, list]:
         """The blocks and the final norm over vectors x (B, T, d_model)."""
-        new_state = []
-        for i, block in enumerate(self.blocks):
-            x, block_state = block(x, None if state is None else state[i])
-            new_state.append(block_state)
-        return self.norm(x), new_state
+        x, state = run_layers(self.blocks, x, state)
+        return self.norm(x), state
 
     def step(self, token: Tensor, state: list | None = None) -> tuple[Tensor, list]:
-        x = self.embed(token)
-        new_state = []
-        for i, block in enumerate(self.blocks):
-            x, block_state = block.step(x, None if state is None else state[i])
-            new_state.append(block_state)
-        return self.norm(x), new_state
+        x, state = run_layers(self.blocks, self.embed(token), state, step=True)
+        return self.norm(x), state
 
 
 class LanguageModel(nn.Module):
@@ -109,9 +102,9 @@ def pool_sequence(x: Tensor, lengths: Tensor | None, pool: str) -> Tensor:
     return (x * mask.unsqueeze(-1)).sum(1) / lengths.unsqueeze(-1)
 
 
-def _check_pool(pool: str) -> None:
+def check_pool(pool: str) -> None:
     if pool not in POOLING:
-        raise ValueError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLING)}")
+        raise ValueError(f"pool={pool!r} is invalid: choose one of {', '.join(POOLING)}")
 
 
 class SequenceClassifier(nn.Module):
@@ -122,7 +115,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, backbone: Backbone, num_classes: int, pool: str = "last"):
         super().__init__()
-        _check_pool(pool)
+        check_pool(pool)
         self.backbone = backbone
         self.pool = pool
         self.head = nn.Linear(backbone.d_model, num_classes)
@@ -141,7 +134,7 @@ class PairClassifier(nn.Module):
 
     def __init__(self, backbone: Backbone, num_classes: int, pool: str = "last"):
         super().__init__()
-        _check_pool(pool)
+        check_pool(pool)
         self.backbone = backbone
         self.pool = pool
         d_model = backbone.d_model

@@ -9,6 +9,9 @@ Backends (all differentiable, all agreeing with `sequential` in float64):
 
 Inputs of any length T >= 1 and any strides are accepted; bfloat16/float16 inputs accumulate in float32
 and come back in their own dtype.
+
+minGRU / minLSTM straight from their input projection, gates computed inside the scan, are in
+`scans.fused` (`fused_cell_scan`), with the projection's layout in `scans/fused/layout.py`.
 """
 
 from __future__ import annotations

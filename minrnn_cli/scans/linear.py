@@ -18,8 +18,11 @@ import torch
 from torch import Tensor
 
 
-def _odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
-    """Inclusive scan of h_t = a_t h_{t-1} + b_t from h_{-1} = 0 along dim 1 of (B, T, D)."""
+def odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
+    """Inclusive scan of h_t = a_t h_{t-1} + b_t from h_{-1} = 0 along dim 1 of (B, T, D).
+
+    Plain tensor ops with no backward of its own: the forward of `linear_scan` and of the fused minGRU.
+    """
     length = b.shape[1]
     if length == 1:
         return b.clone()
@@ -27,7 +30,7 @@ def _odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
     a_even, a_odd = a[:, 0:paired:2], a[:, 1:paired:2]
     b_even, b_odd = b[:, 0:paired:2], b[:, 1:paired:2]
     h = torch.empty_like(b)
-    h_odd = _odd_even_scan(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even))
+    h_odd = odd_even_scan(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even))
     h[:, 1:paired:2] = h_odd
     h[:, 0] = b[:, 0]
     torch.addcmul(b_even[:, 1:], a_even[:, 1:], h_odd[:, :-1], out=h[:, 2:paired:2])
@@ -36,8 +39,9 @@ def _odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
     return h
 
 
-def _reverse_odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
-    """The same scan run backwards, g_t = a_t g_{t+1} + b_t from g_T = 0, without flipping copies.
+def reverse_odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
+    """The same scan run backwards, g_t = a_t g_{t+1} + b_t from g_T = 0, without flipping copies (the
+    adjoint recurrence the backwards of `linear_scan` and of the fused minGRU run).
 
     Pairs are aligned to the end: (s, s+1), (s+2, s+3), ... with s = T mod 2, so an odd first element is
     the one left over and finished last.
@@ -49,7 +53,7 @@ def _reverse_odd_even_scan(a: Tensor, b: Tensor) -> Tensor:
     a_first, a_second = a[:, start::2], a[:, start + 1 :: 2]
     b_first, b_second = b[:, start::2], b[:, start + 1 :: 2]
     g = torch.empty_like(b)
-    g_first = _reverse_odd_even_scan(a_first * a_second, torch.addcmul(b_first, a_first, b_second))
+    g_first = reverse_odd_even_scan(a_first * a_second, torch.addcmul(b_first, a_first, b_second))
     g[:, start::2] = g_first
     torch.addcmul(b_second[:, :-1], a_second[:, :-1], g_first[:, 1:], out=g[:, start + 1 : -1 : 2])
     g[:, -1] = b[:, -1]
@@ -70,7 +74,7 @@ def _fold_initial_state(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
 class _LinearScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
-        h = _odd_even_scan(a, _fold_initial_state(a, b, h0))
+        h = odd_even_scan(a, _fold_initial_state(a, b, h0))
         ctx.save_for_backward(a, h, h0)
         return h
 
@@ -80,7 +84,7 @@ class _LinearScan(torch.autograd.Function):
         a_next = torch.empty_like(a)
         a_next[:, :-1] = a[:, 1:]
         a_next[:, -1] = 0
-        g = _reverse_odd_even_scan(a_next, grad_h)
+        g = reverse_odd_even_scan(a_next, grad_h)
         grad_a = torch.empty_like(g)
         torch.mul(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
         if h0 is None:

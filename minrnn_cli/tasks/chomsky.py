@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.base import require_at_least
+from minrnn_cli.models.heads import TokenHead
+from minrnn_cli.tasks.base import Task, require_at_least
 
 IGNORE = -100
 
@@ -112,12 +113,12 @@ def masked_score(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, int]:
     return loss, (picked.argmax(dim=-1) == wanted).sum(), int(answered.sum())
 
 
-class ChomskyTask:
-    splits = ("val", "test")
-    primary_metric = "accuracy"  # higher is better
+class ChomskyTask(Task):
+    primary_metric = "accuracy"
+    higher_is_better = True
 
-    def __init__(self, name: str, min_train_length: int = 1, max_train_length: int = 40, min_eval_length: int = 40,
-                 max_eval_length: int = 256, batch_size: int = 128, eval_batches: int = 8, eval_seed: int = 2024):
+    def __init__(self, name: str, *, min_train_length: int, max_train_length: int, min_eval_length: int,
+                 max_eval_length: int, batch_size: int, eval_batches: int, eval_seed: int):
         if name not in PROBLEMS:
             raise UserError(f"unknown Chomsky task {name!r}; choose one of {', '.join(PROBLEMS)}")
         for key, value in (("min_train_length", min_train_length), ("min_eval_length", min_eval_length),
@@ -132,26 +133,20 @@ class ChomskyTask:
         longest = max(max_train_length, max_eval_length)
         answers = longest + 1 if self.problem.counts else self.problem.n_symbols
         self.vocab_size = max(self.problem.n_symbols + 2, answers)
-        self._eval_sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
-        self._train_tokens, self._train_batches = 0, 0
-
-    @property
-    def tokens_per_batch(self) -> float:
-        """Mean number of real (not padding) tokens in the training batches so far."""
-        return self._train_tokens / max(self._train_batches, 1)
+        self.head = TokenHead(self.vocab_size)
 
     def train_batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         inputs, targets = make_batch(self.problem, self.batch_size, *self.train_lengths, generator)
-        self._train_tokens += int((inputs != self.problem.n_symbols + 1).sum())
-        self._train_batches += 1
+        self.count_tokens(int((inputs != self.problem.n_symbols + 1).sum()))
         return inputs, targets
 
     def eval_set(self, split: str) -> list[tuple[Tensor, Tensor]]:
-        if split not in self._eval_sets:
+        def make() -> list[tuple[Tensor, Tensor]]:
             generator = torch.Generator().manual_seed(self.eval_seed + self.splits.index(split))
-            self._eval_sets[split] = [make_batch(self.problem, self.batch_size, *self.eval_lengths, generator)
-                                      for _ in range(self.eval_batches)]
-        return self._eval_sets[split]
+            return [make_batch(self.problem, self.batch_size, *self.eval_lengths, generator)
+                    for _ in range(self.eval_batches)]
+
+        return self.fixed_batches(split, make)
 
     def score(self, logits: Tensor, targets: Tensor):
         return masked_score(logits, targets)

@@ -33,7 +33,8 @@ from torch import Tensor
 
 from minrnn_cli.errors import UserError
 from minrnn_cli.models.decision import Steps
-from minrnn_cli.tasks.base import require_at_least
+from minrnn_cli.models.heads import ActionHead
+from minrnn_cli.tasks.base import Task, require_at_least, score_batches
 
 RL_EXTRA = 'pip install "minrnn-cli[rl]"'
 MAX_EPISODE_STEPS = 1000  # the MuJoCo tasks' time limit, and the Decision Transformer's max_ep_len
@@ -164,13 +165,12 @@ def resolve_environment(env: str | None, path: Path) -> tuple[str, Environment]:
     return env, ENVIRONMENTS[env]
 
 
-class D4RL:
+class D4RL(Task):
     name = "d4rl"
 
-    def __init__(self, data_path: str | None = None, env: str | None = None, context: int = 20,
-                 batch_size: int = 64, return_scale: float = 1000.0, target_return: float | None = None,
-                 eval_batches: int = 10, eval_episodes: int = 10, test_episodes: int = 10,
-                 max_episode_steps: int | None = None, eval_seed: int = 2024):
+    def __init__(self, *, data_path: str | None, env: str | None, context: int, batch_size: int,
+                 return_scale: float, target_return: float | None, eval_batches: int, eval_episodes: int,
+                 test_episodes: int, max_episode_steps: int | None, eval_seed: int):
         if not data_path:
             raise UserError("task d4rl needs a D4RL dataset: pass task.data_path=FILE (a D4RL .hdf5 such as "
                             "hopper_medium-v2.hdf5, or a Decision Transformer .pkl); minrnn downloads nothing")
@@ -196,6 +196,7 @@ class D4RL:
         self.lengths = torch.tensor([len(episode.rewards) for episode in self.episodes])
         self.first_steps = self.lengths.cumsum(0) - self.lengths  # each episode's place in the flat arrays
         self.max_timestep = max(MAX_EPISODE_STEPS, int(self.lengths.max()))
+        self.head = ActionHead(self.state_dim, self.action_dim, self.max_timestep)
         self.context, self.batch_size, self.return_scale = context, batch_size, float(return_scale)
         # every step of every episode, ready to be gathered into windows: the model's inputs as it sees them
         self.flat = Steps(
@@ -210,13 +211,16 @@ class D4RL:
         self.max_episode_steps = max_episode_steps
         self.scored_by_rollouts = eval_episodes > 0
         self.primary_metric = "score" if self.scored_by_rollouts else "loss"
+        self.higher_is_better = self.scored_by_rollouts  # a normalised return, else the action error
         self.splits = ("val", "test") if self.scored_by_rollouts and test_episodes else ("val",)
-        self.tokens_per_batch = batch_size * context * 3  # return, state and action tokens per step
-        self._val_windows: list | None = None
         if self.scored_by_rollouts:
             from minrnn_cli.tasks.rollouts import check_environment
 
             check_environment(self.environment.gym_id, self.state_dim, self.action_dim)
+
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.batch_size * self.context * 3  # return, state and action tokens per step
 
     def windows(self, episodes: Tensor, starts: Tensor) -> tuple[Steps, ActionTargets]:
         """For each (episode, start): steps start..start+context-1 of that episode (fewer at its end), the real
@@ -239,11 +243,13 @@ class D4RL:
         return self.sample_windows(self.batch_size, generator)
 
     def eval_set(self, split: str) -> list[tuple[Steps, ActionTargets]]:
-        """A fixed set of windows (from a seeded generator), the same at every evaluation."""
-        if self._val_windows is None:
+        """A fixed set of windows (from a seeded generator), the same at every evaluation and for every split."""
+
+        def make() -> list[tuple[Steps, ActionTargets]]:
             generator = torch.Generator().manual_seed(self.eval_seed)
-            self._val_windows = [self.sample_windows(self.batch_size, generator) for _ in range(self.eval_batches)]
-        return self._val_windows
+            return [self.sample_windows(self.batch_size, generator) for _ in range(self.eval_batches)]
+
+        return self.fixed_batches("windows", make)
 
     def score(self, predicted: Tensor, targets: ActionTargets) -> tuple[Tensor, int, int]:
         """(mean squared action error over the real steps, 0 correct, steps in the batch): actions have no
@@ -254,7 +260,6 @@ class D4RL:
 
     def evaluate_split(self, model, split: str, device: torch.device, precision: str) -> dict[str, float]:
         from minrnn_cli.tasks.rollouts import run_episodes
-        from minrnn_cli.training.evaluation import score_batches
 
         metrics = {}
         if split == "val":

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.base import LabelledExamples, require_at_least
+from minrnn_cli.models.heads import ClassHead
+from minrnn_cli.tasks.base import LabelledExamples, require_at_least, require_pool
 
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch"
@@ -48,26 +49,25 @@ class LRAImage(LabelledExamples):
     The last `val_size` training images are the validation split, test_batch the test split."""
 
     name = "lra_image"
-    splits = ("val", "test")
-    vocab_size = PIXEL_LEVELS + 1
-    num_classes = 10
-    pad_token = 0
 
-    def __init__(self, data_path: str | None = None, batch_size: int = 64, val_size: int = 5000,
-                 eval_batches: int | None = None, pool: str = "last"):
+    def __init__(self, *, data_path: str | None, batch_size: int, val_size: int, eval_batches: int | None,
+                 pool: str):
         folder = required_folder(self.name, data_path, "the CIFAR-10 python release (cifar-10-batches-py)",
                                  (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE))
         require_at_least("task.batch_size", batch_size, 1)
         require_at_least("task.val_size", val_size, 1)
-        if pool not in ("last", "mean"):
-            raise UserError(f"task.pool={pool!r} is invalid: choose one of last, mean")
+        self.head = ClassHead(PIXEL_LEVELS + 1, 10, require_pool(pool), pad_token=0)
         parts = [read_cifar_grey(folder / name) for name in CIFAR_TRAIN_FILES]
         images, labels = torch.cat([p[0] for p in parts]) + 1, torch.cat([p[1] for p in parts])
         test_images, test_labels = read_cifar_grey(folder / CIFAR_TEST_FILE)
         self.train = (images[:-val_size], labels[:-val_size])
         self.held_out = {"val": (images[-val_size:], labels[-val_size:]), "test": (test_images + 1, test_labels)}
-        self.batch_size, self.eval_batches, self.pool = batch_size, eval_batches, pool
-        self.tokens_per_batch = batch_size * images.shape[1]
+        self.batch_size, self.eval_batches = batch_size, eval_batches
+        self.pixels = images.shape[1]
+
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.batch_size * self.pixels
 
     def train_batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         rows = torch.randint(len(self.train[1]), (self.batch_size,), generator=generator)
@@ -78,6 +78,3 @@ class LRAImage(LabelledExamples):
         images, labels = self.held_out[split]
         batches = list(zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True))
         return batches[: self.eval_batches] if self.eval_batches else batches
-
-    def vocabulary(self) -> dict:
-        return {}

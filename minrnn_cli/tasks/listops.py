@@ -17,8 +17,8 @@ import random
 import torch
 from torch import Tensor
 
-from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.base import LabelledExamples, require_at_least
+from minrnn_cli.models.heads import ClassHead
+from minrnn_cli.tasks.base import LabelledExamples, require_at_least, require_pool
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -98,26 +98,20 @@ def encode(expressions: list[tuple[tuple[str, ...], int]]) -> tuple[Tensor, Tens
 
 class ListOps(LabelledExamples):
     name = "listops"
-    splits = ("val", "test")
-    vocab_size = len(TOKENS)
-    num_classes = NUM_CLASSES
-    pad_token = PAD
 
-    def __init__(self, min_length: int = 500, max_length: int = 2000, max_depth: int = 10, max_args: int = 10,
-                 batch_size: int = 32, eval_batches: int = 16, eval_seed: int = 2024, pool: str = "last"):
+    def __init__(self, *, min_length: int, max_length: int, max_depth: int, max_args: int, batch_size: int,
+                 eval_batches: int, eval_seed: int, pool: str):
         require_at_least("task.min_length", min_length, 0)
         require_at_least("task.max_length", max_length, min_length + 2)
         require_at_least("task.max_depth", max_depth, 2)
         require_at_least("task.max_args", max_args, 2)
         require_at_least("task.batch_size", batch_size, 1)
         require_at_least("task.eval_batches", eval_batches, 1)
-        if pool not in ("last", "mean"):
-            raise UserError(f"task.pool={pool!r} is invalid: choose one of last, mean")
+        self.head = ClassHead(len(TOKENS), NUM_CLASSES, require_pool(pool), pad_token=PAD)
         self.lengths, self.max_depth, self.max_args = (min_length, max_length), max_depth, max_args
-        self.batch_size, self.eval_batches, self.eval_seed, self.pool = batch_size, eval_batches, eval_seed, pool
+        self.batch_size, self.eval_batches, self.eval_seed = batch_size, eval_batches, eval_seed
         self._eval_sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
         self._held_out: set[tuple[str, ...]] = set()  # every validation and test expression
-        self._train_tokens, self._train_batches = 0, 0
 
     def _sample(self, rng: random.Random) -> tuple[tuple[str, ...], int]:
         return sample_expression(rng, *self.lengths, self.max_depth, self.max_args)
@@ -129,11 +123,6 @@ class ListOps(LabelledExamples):
             self._held_out.update(tokens for batch in batches for tokens, _ in batch)
             self._eval_sets[split] = [encode(batch) for batch in batches]
 
-    @property
-    def tokens_per_batch(self) -> float:
-        """Mean number of real (not padding) tokens in the training batches so far."""
-        return self._train_tokens / max(self._train_batches, 1)
-
     def train_batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         if not self._eval_sets:
             self._build_eval_sets()
@@ -143,8 +132,7 @@ class ListOps(LabelledExamples):
             expression = self._sample(rng)
             if expression[0] not in self._held_out:
                 batch.append(expression)
-        self._train_tokens += sum(len(tokens) for tokens, _ in batch)
-        self._train_batches += 1
+        self.count_tokens(sum(len(tokens) for tokens, _ in batch))
         return encode(batch)
 
     def eval_set(self, split: str) -> list[tuple[Tensor, Tensor]]:

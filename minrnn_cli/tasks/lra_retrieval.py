@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.base import LabelledExamples, require_at_least
+from minrnn_cli.models.heads import ClassHead
+from minrnn_cli.tasks.base import LabelledExamples, require_at_least, require_pool
 from minrnn_cli.tasks.external import required_folder
 
 SPLIT_FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
@@ -63,38 +64,25 @@ def encode_pairs(pairs: list[tuple[bytes, bytes]]) -> Tensor:
 
 class LRARetrieval(LabelledExamples):
     name = "lra_retrieval"
-    splits = ("val", "test")
-    vocab_size = BYTE_LEVELS + 1
-    num_classes = 2
-    pad_token = PAD
-    paired = True  # read by a two-tower classifier
 
-    def __init__(self, data_path: str | None = None, max_length: int = 4000, batch_size: int = 32,
-                 eval_batches: int | None = None, pool: str = "last"):
+    def __init__(self, *, data_path: str | None, max_length: int, batch_size: int, eval_batches: int | None,
+                 pool: str):
         folder = required_folder(self.name, data_path, "LRA's AAN document pairs (lra_release/tsv_data)",
                                  tuple(SPLIT_FILES.values()))
         require_at_least("task.max_length", max_length, 1)
         require_at_least("task.batch_size", batch_size, 1)
         if eval_batches is not None:
             require_at_least("task.eval_batches", eval_batches, 1)
-        if pool not in ("last", "mean"):
-            raise UserError(f"task.pool={pool!r} is invalid: choose one of last, mean")
+        self.head = ClassHead(BYTE_LEVELS + 1, 2, require_pool(pool), pad_token=PAD, paired=True)  # two towers
         self.train = read_pairs(folder / SPLIT_FILES["train"], max_length)
         self.held_out = {split: read_pairs(folder / SPLIT_FILES[split], max_length) for split in self.splits}
-        self.batch_size, self.eval_batches, self.pool = batch_size, eval_batches, pool
-        self._train_tokens, self._train_batches = 0, 0
-
-    @property
-    def tokens_per_batch(self) -> float:
-        """Mean number of real (not padding) tokens in the training batches so far, both towers counted."""
-        return self._train_tokens / max(self._train_batches, 1)
+        self.batch_size, self.eval_batches = batch_size, eval_batches
 
     def train_batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         pairs, labels = self.train
         rows = torch.randint(len(pairs), (self.batch_size,), generator=generator)
         chosen = [pairs[row] for row in rows.tolist()]
-        self._train_tokens += sum(len(text) for pair in chosen for text in pair)
-        self._train_batches += 1
+        self.count_tokens(sum(len(text) for pair in chosen for text in pair))  # both towers counted
         return encode_pairs(chosen), labels[rows]
 
     def eval_set(self, split: str) -> list[tuple[Tensor, Tensor]]:
@@ -105,6 +93,3 @@ class LRARetrieval(LabelledExamples):
             starts = starts[: self.eval_batches]
         return [(encode_pairs(pairs[start : start + self.batch_size]), labels[start : start + self.batch_size])
                 for start in starts]
-
-    def vocabulary(self) -> dict:
-        return {}

@@ -16,9 +16,9 @@ import warnings
 import numpy as np
 import torch
 
+from minrnn_cli.device import autocast
 from minrnn_cli.errors import UserError
 from minrnn_cli.models.decision import Steps
-from minrnn_cli.training.device import autocast
 
 log = logging.getLogger("minrnn")
 _logged_mujoco_warnings: set[str] = set()

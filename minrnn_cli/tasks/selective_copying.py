@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.tasks.base import cross_entropy_score, require_at_least
+from minrnn_cli.models.heads import TokenHead
+from minrnn_cli.tasks.base import Task, cross_entropy_score, require_at_least
 
 QUERY_TOKEN = 0
 
@@ -30,13 +31,13 @@ def make_batch(batch_size: int, seq_len: int, n_memorize: int, vocab_size: int,
     return torch.cat([sequence, queries], dim=1), data
 
 
-class SelectiveCopying:
+class SelectiveCopying(Task):
     name = "selective_copying"
-    splits = ("val", "test")
-    primary_metric = "accuracy"  # higher is better
+    primary_metric = "accuracy"
+    higher_is_better = True
 
-    def __init__(self, seq_len: int = 4096, n_memorize: int = 16, vocab_size: int = 16, batch_size: int = 64,
-                 eval_batches: int = 8, eval_seed: int = 2024):
+    def __init__(self, *, seq_len: int, n_memorize: int, vocab_size: int, batch_size: int, eval_batches: int,
+                 eval_seed: int):
         require_at_least("task.seq_len", seq_len, 1)
         require_at_least("task.n_memorize", n_memorize, 1)
         require_at_least("task.vocab_size", vocab_size, 3)
@@ -46,7 +47,7 @@ class SelectiveCopying:
             raise UserError(f"task.n_memorize={n_memorize} is invalid: it must be <= task.seq_len={seq_len}")
         self.seq_len, self.n_memorize, self.vocab_size = seq_len, n_memorize, vocab_size
         self.batch_size, self.eval_batches, self.eval_seed = batch_size, eval_batches, eval_seed
-        self._eval_sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        self.head = TokenHead(vocab_size)
 
     @property
     def tokens_per_batch(self) -> int:
@@ -59,17 +60,11 @@ class SelectiveCopying:
         return self._batch(generator)
 
     def eval_set(self, split: str) -> list[tuple[Tensor, Tensor]]:
-        if split not in self._eval_sets:
+        def make() -> list[tuple[Tensor, Tensor]]:
             generator = torch.Generator().manual_seed(self.eval_seed + self.splits.index(split))
-            self._eval_sets[split] = [self._batch(generator) for _ in range(self.eval_batches)]
-        return self._eval_sets[split]
+            return [self._batch(generator) for _ in range(self.eval_batches)]
+
+        return self.fixed_batches(split, make)
 
     def score(self, logits: Tensor, targets: Tensor):
         return cross_entropy_score(logits[:, -self.n_memorize :], targets)
-
-    @staticmethod
-    def metrics(loss: float, accuracy: float) -> dict[str, float]:
-        return {"loss": loss, "accuracy": accuracy}
-
-    def vocabulary(self) -> dict:
-        return {}

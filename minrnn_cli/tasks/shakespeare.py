@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from minrnn_cli.errors import UserError
+from minrnn_cli.models.heads import TokenHead
 from minrnn_cli.paths import shakespeare_path
-from minrnn_cli.tasks.base import cross_entropy_score, random_offsets, require_at_least
+from minrnn_cli.tasks.base import Task, random_offsets, require_at_least
 
 TRAIN_FRACTION = 0.9
 EVAL_SEED = 0
@@ -51,13 +52,13 @@ def read_text(path: Path) -> str:
     return dataset[0]["text"] if len(dataset) else ""
 
 
-class Shakespeare:
+class Shakespeare(Task):
     name = "shakespeare"
     splits = ("val",)
-    primary_metric = "loss"  # lower is better
+    primary_metric = "loss"
 
-    def __init__(self, seq_len: int = 128, batch_size: int = 32, eval_batches: int = 40,
-                 sample_chars: int = 300, data_path: str | None = None):
+    def __init__(self, *, seq_len: int, batch_size: int, eval_batches: int, sample_chars: int,
+                 data_path: str | None):
         require_at_least("task.seq_len", seq_len, 1)
         require_at_least("task.batch_size", batch_size, 1)
         require_at_least("task.eval_batches", eval_batches, 1)
@@ -68,11 +69,11 @@ class Shakespeare:
         text = read_text(path)
         self.chars = sorted(set(text))
         self.vocab_size = len(self.chars)
+        self.head = TokenHead(self.vocab_size)
         ids = torch.from_numpy(encode(text, self.chars)).long()
         split_at = int(len(ids) * TRAIN_FRACTION)
         self.data = {"train": ids[:split_at], "val": ids[split_at:]}
         check_fits(self.data["val"], path, seq_len, batch_size)  # the validation split is the smaller one
-        self._eval_sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     @property
     def tokens_per_batch(self) -> int:
@@ -89,16 +90,14 @@ class Shakespeare:
 
     def eval_set(self, split: str) -> list[tuple[Tensor, Tensor]]:
         """The same eval_batches random blocks of `split` every time (fixed seed), so evaluations compare."""
-        if split not in self._eval_sets:
+
+        def make() -> list[tuple[Tensor, Tensor]]:
             generator = torch.Generator().manual_seed(EVAL_SEED)
-            self._eval_sets[split] = [self._blocks(split, generator) for _ in range(self.eval_batches)]
-        return self._eval_sets[split]
+            return [self._blocks(split, generator) for _ in range(self.eval_batches)]
 
-    def score(self, logits: Tensor, targets: Tensor):
-        return cross_entropy_score(logits, targets)
+        return self.fixed_batches(split, make)
 
-    @staticmethod
-    def metrics(loss: float, accuracy: float) -> dict[str, float]:
+    def metrics(self, loss: float, accuracy: float) -> dict[str, float]:
         return {"loss": loss, "bpc": loss / math.log(2)}
 
     def vocabulary(self) -> dict:

@@ -1,5 +1,6 @@
 """The run's own records in its output folder: metrics.jsonl (one JSON object per logged step, appended
-as training goes) and results.json (the final summary, written once at the end)."""
+as training goes), results.json (the final summary, written once at the end), error.txt (a failed job's
+one-line error), and what marks a folder as already holding a run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+ERROR_FILE = "error.txt"
+CHECKPOINTS_DIR = "checkpoints"
+RUN_MARKERS = (".hydra", RESULTS_FILE, METRICS_FILE, CHECKPOINTS_DIR, ERROR_FILE)
+
+
+def earlier_run(folder: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The names in `folder` that show a run was already written there (`ignore`: markers not to count)."""
+    return [name for name in RUN_MARKERS if name not in ignore and (folder / name).exists()]
 
 
 class MetricsLog:

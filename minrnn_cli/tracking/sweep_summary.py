@@ -1,18 +1,17 @@
-"""A Hydra callback: after a multirun, one table (and summary.csv in the sweep folder) comparing the
-final results.json of every job. It reads the files, so it works whatever launcher ran the jobs.
-A job that failed (its folder holds error.txt, see minrnn_cli.job_failures) is a row marked failed with its
-one-line error, and the sweep then exits non-zero."""
+"""After a multirun, one table (and summary.csv in the sweep folder) comparing the final results.json of
+every job. It reads the files, so it works whatever launcher ran the jobs (the Hydra callback that calls it
+is minrnn_cli.hydra_app.callbacks.SweepSummary). A job that failed (its folder holds error.txt) is a row
+marked failed with its one-line error, and the sweep then exits non-zero."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from rich.console import Console
 
-from minrnn_cli.job_failures import ERROR_FILE, UserAbort
-from minrnn_cli.tracking.records import RESULTS_FILE, read_results
+from minrnn_cli.errors import UserAbort
+from minrnn_cli.tracking.records import ERROR_FILE, RESULTS_FILE, read_results
 from minrnn_cli.tracking.tables import comparison_table, write_csv
 
 SUMMARY_CSV = "summary.csv"
@@ -48,26 +47,16 @@ def _outcome(job_dir: Path) -> dict:
     return {"status": "ok", **read_results(job_dir)}
 
 
-class SweepSummary(Callback):
-    """Holds nothing unpicklable (no Console): launchers such as joblib pickle the callbacks with each job."""
-
-    def __init__(self) -> None:
-        self.sweep_dir: Path | None = None
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.sweep_dir = Path(config.hydra.sweep.dir)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self.sweep_dir is None or not self.sweep_dir.is_dir():
-            return
-        rows = collect_sweep(self.sweep_dir)
-        if not rows:
-            return
-        write_csv(self.sweep_dir / SUMMARY_CSV, rows)
-        console = Console()
-        console.print(comparison_table(f"Sweep {self.sweep_dir}", rows))
-        console.print(f"comparison written to {self.sweep_dir / SUMMARY_CSV}")
-        failed = [row for row in rows if row["status"] == "failed"]
-        if failed:
-            raise UserAbort(f"error: {len(failed)} of {len(rows)} jobs failed (job {failed[0]['job']}: "
-                            f"{failed[0]['error'].removeprefix('error: ')}); see {self.sweep_dir / SUMMARY_CSV}")
+def summarise_sweep(sweep_dir: Path) -> None:
+    """Print the comparison table and write summary.csv; UserAbort (non-zero exit) when a job failed."""
+    rows = collect_sweep(sweep_dir)
+    if not rows:
+        return
+    write_csv(sweep_dir / SUMMARY_CSV, rows)
+    console = Console()
+    console.print(comparison_table(f"Sweep {sweep_dir}", rows))
+    console.print(f"comparison written to {sweep_dir / SUMMARY_CSV}")
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        raise UserAbort(f"error: {len(failed)} of {len(rows)} jobs failed (job {failed[0]['job']}: "
+                        f"{failed[0]['error'].removeprefix('error: ')}); see {sweep_dir / SUMMARY_CSV}")

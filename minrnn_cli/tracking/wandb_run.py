@@ -17,20 +17,10 @@ from minrnn_cli.errors import UserError
 log = logging.getLogger("minrnn")
 
 
-def sweep_group() -> str | None:
-    """In a multirun, the sweep folder's name: the default W&B group, so the jobs of one sweep share it
-    whatever launcher ran them."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return Path(HydraConfig.get().sweep.dir).name
-
-
 @contextlib.contextmanager
-def wandb_run(cfg: DictConfig, run_dir: Path, name: str) -> Iterator[object | None]:
-    """Yields a W&B run, or None when `logger=none` or `logger.mode=disabled`."""
+def wandb_run(cfg: DictConfig, run_dir: Path, name: str, group: str | None = None) -> Iterator[object | None]:
+    """Yields a W&B run, or None when `logger=none` or `logger.mode=disabled`. `group`: the W&B group when
+    `logger.group` names none (a sweep's jobs share their sweep's)."""
     logger = cfg.logger
     if logger.name != "wandb" or logger.mode == "disabled":
         yield None
@@ -40,7 +30,7 @@ def wandb_run(cfg: DictConfig, run_dir: Path, name: str) -> Iterator[object | No
     options = dict(
         project=logger.project,
         entity=logger.entity,
-        group=logger.group or sweep_group(),
+        group=logger.group or group,
         tags=list(logger.tags),
         name=name,
         dir=str(run_dir),

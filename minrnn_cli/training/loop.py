@@ -1,6 +1,10 @@
 """The training loop, nanoGPT style: sample a batch, forward, backward, clip, step; every `eval_every`
 steps evaluate, log and checkpoint (best and last). `trainer.resume` continues a run exactly.
-Under torchrun or a multi-task submitit job it trains data-parallel (minrnn_cli.training.distributed)."""
+Under torchrun or a multi-task submitit job it trains data-parallel (minrnn_cli.training.distributed):
+every rank steps, rank 0 alone evaluates, logs and writes.
+
+`train` reads as the loop itself; each named step below it does one thing to the `Run` it is given.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ import contextlib
 import logging
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
+from minrnn_cli.device import autocast, resolve_device
 from minrnn_cli.errors import UserError
 from minrnn_cli.tasks import build_task
 from minrnn_cli.tracking.progress import TrainingProgress
@@ -24,11 +31,10 @@ from minrnn_cli.training.checkpoint import (
     restore_rng_states,
     save_checkpoint,
 )
-from minrnn_cli.training.device import autocast, resolve_device
 from minrnn_cli.training.distributed import (
+    Replica,
     batch_seed,
     broadcast,
-    init_process_group,
     mean_across_ranks,
     replica_device,
     wrap_model,
@@ -40,6 +46,128 @@ from minrnn_cli.training.optim import build_optimizer, build_scheduler
 from minrnn_cli.training.signals import Interrupted, agreed_stop_signal, stop_signals
 
 log = logging.getLogger("minrnn")
+
+
+@dataclass
+class Run:
+    """One training run's state: what it trains, where it writes, and how far it has got."""
+
+    cfg: DictConfig
+    run_dir: Path
+    replica: Replica
+    device: torch.device
+    task: object
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0
+    start_step: int = 0
+    best: dict | None = None  # {"step", "value", "metrics"} of the best evaluation so far
+    last_saved: str | None = None  # the newest last.pt, named in error messages
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+@dataclass
+class Window:
+    """The training loss and throughput since the last log line."""
+
+    loss_sum: torch.Tensor
+    started: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+
+    def restart(self) -> None:
+        self.loss_sum.zero_()
+        self.started, self.steps = time.perf_counter(), 0
+
+
+@dataclass
+class Trained:
+    """What `train` hands back: the results (also in results.json) and the model holding the best weights."""
+
+    results: dict
+    model: nn.Module
+    task: object
+    device: torch.device
+
+
+def train(cfg: DictConfig, run_dir: Path, runs_root: Path, replica: Replica, group: str | None = None) -> Trained:
+    """Train the configured model on the configured task, from scratch or from `trainer.resume`. `group`: the
+    W&B group (a sweep's)."""
+    trainer = cfg.trainer
+    run = set_up(cfg, run_dir, replica)
+    resume(run, runs_root)
+    forward = wrap_model(run.model, run.device, replica)  # DDP averages the gradients of all ranks
+    forward = torch.compile(forward) if trainer.compile else forward
+    started = time.perf_counter()
+    on_main = contextlib.nullcontext  # ranks > 0 neither log to W&B nor show progress
+    from minrnn_cli.tracking.wandb_run import wandb_run
+
+    with stop_signals() as stop, \
+            (wandb_run(cfg, run_dir, run_dir.name, group) if replica.is_main else on_main()) as wandb, \
+            (TrainingProgress(trainer.max_steps, run.start_step) if replica.is_main else on_main()) as progress:
+        metrics_log = MetricsLog(run_dir, wandb)
+        window = Window(torch.zeros((), device=run.device))
+        run.model.train()
+        while run.step < trainer.max_steps:
+            train_step(run, forward, window)
+            last_step = run.step == trainer.max_steps
+            if run.step % trainer.log_every == 0 or last_step:
+                log_window(run, window, metrics_log, progress)
+            if (run.step % trainer.eval_every == 0 or last_step) and replica.is_main:
+                evaluate_and_checkpoint(run, metrics_log)
+                window.started = time.perf_counter()  # the evaluation's time is not training throughput
+            stop_if_signalled(run, stop)
+        wall_time = time.perf_counter() - started
+        if not replica.is_main:
+            return Trained({"steps": run.step, "rank": replica.rank}, run.model, run.task, run.device)
+        results = final_results(run, wall_time)
+        if wandb is not None:
+            wandb.summary.update(results)
+    return Trained(results, run.model, run.task, run.device)
+
+
+def set_up(cfg: DictConfig, run_dir: Path, replica: Replica) -> Run:
+    """Task, model, optimiser and schedule on this rank's device, seeded by `trainer.seed`."""
+    trainer = cfg.trainer
+    if not replica.is_main:
+        log.setLevel(logging.WARNING)  # rank 0 speaks for the run
+    device = replica_device(resolve_device(trainer.device), replica)
+    torch.manual_seed(trainer.seed)
+    task = build_task(cfg.task)
+    model = build_task_model(cfg.model, task).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, trainer.max_steps)
+    return Run(cfg, run_dir, replica, device, task, model, optimizer, scheduler)
+
+
+def resume(run: Run, runs_root: Path) -> None:
+    """Continue from `trainer.resume`: weights, optimiser, schedule, RNGs, step, best so far and the metrics
+    logged up to the checkpoint's step; the earlier best.pt is carried into this run's folder."""
+    path = broadcast(resume_path(run.cfg.trainer.resume, run.cfg, runs_root), run.replica)
+    if path is None:
+        return
+    payload = load_checkpoint(path)
+    check_resumable(payload, run.cfg, path)
+    load_model_state(run.model, payload, path)
+    run.optimizer.load_state_dict(payload["optimizer"])
+    run.scheduler.load_state_dict(payload["scheduler"])
+    restore_rng_states(payload["rng"])
+    run.start_step = run.step = payload["step"]
+    run.best = payload["best"]
+    run.last_saved = f"{path} (step {run.step})"
+    if run.replica.is_main:
+        # the best weights: the checkpoint itself when it was the best (best.pt may not have been written yet)
+        best_here = run.best is not None and run.best["step"] == run.step
+        earlier_best = path if best_here else path.parent / "best.pt"
+        if run.best is not None and earlier_best.is_file():
+            run.checkpoints.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(earlier_best, run.checkpoints / "best.pt")
+        copy_metrics(path.parent.parent, run.run_dir, run.step)
+    log.info(f"resumed from {path} at step {run.step}")
 
 
 def resume_path(resume: str | None, cfg: DictConfig, runs_root: Path) -> Path | None:
@@ -70,138 +198,88 @@ def check_resumable(payload: dict, cfg: DictConfig, path: Path) -> None:
                         f"trainer.max_steps={cfg.trainer.max_steps}; nothing left to train")
 
 
-def train(cfg: DictConfig, run_dir: Path, runs_root: Path) -> dict:
-    """Train the configured model on the configured task; returns the final results (also in results.json)."""
-    trainer = cfg.trainer
-    replica = init_process_group()  # one rank of 1 unless started by torchrun or a multi-task submitit job
-    if not replica.is_main:
-        log.setLevel(logging.WARNING)  # rank 0 speaks for the run
-    device = replica_device(resolve_device(trainer.device), replica)
-    torch.manual_seed(trainer.seed)
-    batch_generator = torch.Generator()
-    task = build_task(cfg.task)
-    model = build_task_model(cfg.model, task).to(device)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, trainer.max_steps)
-
-    start_step, best, last_saved = 0, None, None  # last_saved: the newest last.pt, for error messages
-    checkpoint_path = broadcast(resume_path(trainer.resume, cfg, runs_root), replica)
-    if checkpoint_path is not None:
-        payload = load_checkpoint(checkpoint_path)
-        check_resumable(payload, cfg, checkpoint_path)
-        load_model_state(model, payload, checkpoint_path)
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        restore_rng_states(payload["rng"])
-        start_step, best = payload["step"], payload["best"]
-        # the best weights: the checkpoint itself when it was the best (best.pt may not have been written yet)
-        best_here = best is not None and best["step"] == start_step
-        earlier_best = checkpoint_path if best_here else checkpoint_path.parent / "best.pt"
-        if best is not None and earlier_best.is_file() and replica.is_main:
-            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(earlier_best, run_dir / "checkpoints" / "best.pt")
-        last_saved = f"{checkpoint_path} (step {start_step})"
-        if replica.is_main:
-            copy_metrics(checkpoint_path.parent.parent, run_dir, start_step)
-        log.info(f"resumed from {checkpoint_path} at step {start_step}")
-
-    trained = wrap_model(model, device, replica)  # DDP averages the gradients of all ranks
-    forward = torch.compile(trained) if trainer.compile else trained
-    checkpoints = run_dir / "checkpoints"
-
-    def save(name: str, step: int) -> None:
-        if replica.is_main:
-            save_checkpoint(checkpoints / name, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
-                            best=best, config=cfg, vocabulary=task.vocabulary())
-
-    from minrnn_cli.tracking.wandb_run import wandb_run
-
-    started = time.perf_counter()
-    step = start_step
-    on_main = contextlib.nullcontext  # ranks > 0 neither log to W&B nor show progress
-    with stop_signals() as stop, \
-            (wandb_run(cfg, run_dir, name=run_dir.name) if replica.is_main else on_main()) as run, \
-            (TrainingProgress(trainer.max_steps, start_step) if replica.is_main else on_main()) as progress:
-        metrics_log = MetricsLog(run_dir, run)
-        model.train()
-        loss_sum, window_started, window_steps = torch.zeros((), device=device), time.perf_counter(), 0
-        skipped_steps = 0  # updates skipped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
-        while step < trainer.max_steps:
-            batch_generator.manual_seed(batch_seed(trainer.seed, replica.rank, step))
-            inputs, targets = (tensor.to(device) for tensor in task.train_batch(batch_generator))
-            with autocast(device, trainer.precision):
-                logits, _ = forward(inputs)
-                loss, _, _ = task.score(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = gradient_norm(model, trainer.grad_clip)
-            if update_is_finite(loss, grad_norm, step + 1, trainer.on_nonfinite, last_saved):
-                optimizer.step()
-                loss_sum += loss.detach()
-                window_steps += 1
-            else:
-                skipped_steps += 1
-                log.warning(f"step {step + 1}: non-finite loss or gradient; update skipped (trainer.on_nonfinite)")
-            scheduler.step()
-            step += 1
-
-            last_step = step == trainer.max_steps
-            if step % trainer.log_every == 0 or last_step:
-                loss_total = mean_across_ranks(loss_sum, replica).item()
-                train_loss = loss_total / window_steps if window_steps else float("nan")  # all skipped
-                tokens_per_s = (task.tokens_per_batch * replica.world_size * window_steps
-                                / (time.perf_counter() - window_started))
-                if replica.is_main:
-                    skipped = {"skipped_steps": skipped_steps} if skipped_steps else {}
-                    metrics_log.log(step, {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
-                                           "tokens_per_s": tokens_per_s, **skipped})
-                    progress.update(step, train_loss, tokens_per_s)
-                loss_sum.zero_()
-                window_started, window_steps = time.perf_counter(), 0
-
-            if (step % trainer.eval_every == 0 or last_step) and replica.is_main:
-                eval_metrics = evaluate(model, task, device, trainer.precision)
-                metrics_log.log(step, eval_metrics)
-                value = eval_metrics[f"val_{task.primary_metric}"]
-                log.info(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-                improved = is_better(value, best and best["value"], task.primary_metric)
-                if improved:
-                    best = {"step": step, "value": value, "metrics": eval_metrics}
-                save("last.pt", step)
-                if improved:  # after last.pt, so a kill in between leaves a last.pt that can stand in for it
-                    save("best.pt", step)
-                last_saved = f"{checkpoints / 'last.pt'} (step {step})"
-                window_started = time.perf_counter()
-
-            signum = agreed_stop_signal(stop, replica)
-            if signum:
-                save("last.pt", step)
-                raise Interrupted(signum, step, checkpoints / "last.pt")
-        wall_time = time.perf_counter() - started
-        if not replica.is_main:
-            return {"steps": step, "rank": replica.rank}
-
-        from minrnn_cli.models import count_params
-
-        results = {
-            "model": cfg.model.name,
-            "task": cfg.task.name,
-            "params": count_params(model),
-            "steps": step,
-            "resumed_from_step": start_step,
-            "wall_time_s": round(wall_time, 2),
-            "device": str(device),
-            "world_size": replica.world_size,
-            "best_step": best["step"],
-            "skipped_steps": skipped_steps,
-            **final_metrics(model, task, device, trainer.precision, checkpoints / "best.pt"),
-        }
-        if run is not None:
-            run.summary.update(results)
-    return results
+def train_step(run: Run, forward: nn.Module, window: Window) -> None:
+    """One optimiser step on a fresh batch (skipped or stopped on a non-finite loss or gradient)."""
+    trainer = run.cfg.trainer
+    generator = torch.Generator().manual_seed(batch_seed(trainer.seed, run.replica.rank, run.step))
+    inputs, targets = (tensor.to(run.device) for tensor in run.task.train_batch(generator))
+    with autocast(run.device, trainer.precision):
+        outputs, _ = forward(inputs)
+        loss, _, _ = run.task.score(outputs, targets)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = gradient_norm(run.model, trainer.grad_clip)
+    if update_is_finite(loss, grad_norm, run.step + 1, trainer.on_nonfinite, run.last_saved):
+        run.optimizer.step()
+        window.loss_sum += loss.detach()
+        window.steps += 1
+    else:
+        run.skipped_steps += 1
+        log.warning(f"step {run.step + 1}: non-finite loss or gradient; update skipped (trainer.on_nonfinite)")
+    run.scheduler.step()
+    run.step += 1
 
 
-def final_metrics(model, task, device: torch.device, precision: str, best_path: Path) -> dict[str, float]:
-    """Every split scored by the best checkpoint's weights (which the model is left holding)."""
-    load_model_state(model, load_checkpoint(best_path), best_path)
-    return evaluate(model, task, device, precision)
+def log_window(run: Run, window: Window, metrics_log: MetricsLog, progress) -> None:
+    """The window's mean training loss (over all ranks) and tokens/s to metrics.jsonl, W&B and the progress."""
+    world_size = run.replica.world_size
+    loss_total = mean_across_ranks(window.loss_sum, run.replica).item()
+    train_loss = loss_total / window.steps if window.steps else float("nan")  # all skipped
+    tokens_per_s = (run.task.tokens_per_batch * world_size * window.steps / (time.perf_counter() - window.started))
+    if run.replica.is_main:
+        skipped = {"skipped_steps": run.skipped_steps} if run.skipped_steps else {}
+        metrics_log.log(run.step, {"train_loss": train_loss, "lr": run.scheduler.get_last_lr()[0],
+                                   "tokens_per_s": tokens_per_s, **skipped})
+        progress.update(run.step, train_loss, tokens_per_s)
+    window.restart()
+
+
+def evaluate_and_checkpoint(run: Run, metrics_log: MetricsLog) -> None:
+    """Score every split, log it, save last.pt and, when `val` improved, best.pt."""
+    task = run.task
+    eval_metrics = evaluate(run.model, task, run.device, run.cfg.trainer.precision)
+    metrics_log.log(run.step, eval_metrics)
+    log.info(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+    value = eval_metrics[f"val_{task.primary_metric}"]
+    improved = is_better(value, run.best and run.best["value"], task.higher_is_better)
+    if improved:
+        run.best = {"step": run.step, "value": value, "metrics": eval_metrics}
+    save(run, "last.pt")
+    if improved:  # after last.pt, so a kill in between leaves a last.pt that can stand in for it
+        save(run, "best.pt")
+    run.last_saved = f"{run.checkpoints / 'last.pt'} (step {run.step})"
+
+
+def save(run: Run, name: str) -> None:
+    if run.replica.is_main:
+        save_checkpoint(run.checkpoints / name, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
+                        step=run.step, best=run.best, config=run.cfg, vocabulary=run.task.vocabulary())
+
+
+def stop_if_signalled(run: Run, stop) -> None:
+    """After a SIGINT or SIGTERM (agreed by every rank): save last.pt and stop with one line."""
+    signum = agreed_stop_signal(stop, run.replica)
+    if signum:
+        save(run, "last.pt")
+        raise Interrupted(signum, run.step, run.checkpoints / "last.pt")
+
+
+def final_results(run: Run, wall_time: float) -> dict:
+    """The run's summary, every split scored by the best checkpoint's weights (which the model keeps)."""
+    from minrnn_cli.models import count_params
+
+    best_path = run.checkpoints / "best.pt"
+    load_model_state(run.model, load_checkpoint(best_path), best_path)
+    return {
+        "model": run.cfg.model.name,
+        "task": run.cfg.task.name,
+        "params": count_params(run.model),
+        "steps": run.step,
+        "resumed_from_step": run.start_step,
+        "wall_time_s": round(wall_time, 2),
+        "device": str(run.device),
+        "world_size": run.replica.world_size,
+        "best_step": run.best["step"],
+        "skipped_steps": run.skipped_steps,
+        **evaluate(run.model, run.task, run.device, run.cfg.trainer.precision),
+    }

@@ -1,4 +1,6 @@
-"""Every value check of a composed config, in one place, before anything is built or written.
+"""The value checks of the trainer, optimiser, logger and generation keys of a composed config, made before
+anything is built or written. Model options are the model registry's (training.model_setup), task options
+each task's own.
 
 Each failed check is a one-line UserError naming the key, the bad value and what is allowed.
 """
@@ -7,14 +9,13 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from minrnn_cli.device import DEVICE_CHOICES, PRECISIONS
 from minrnn_cli.errors import UserError
+from minrnn_cli.training.numerics import POLICIES as NONFINITE_POLICIES
 
-PRECISIONS = ("fp32", "bf16")
 LOGGER_NAMES = ("wandb", "none")
 WANDB_MODES = ("online", "offline", "disabled")
 WANDB_ON_ERROR = ("offline", "stop")
-NONFINITE_POLICIES = ("stop", "skip")
-MODEL_FLAGS = ("conv", "mlp", "learned_h0", "log_space", "normalize")
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
@@ -37,13 +38,12 @@ def _choice(key: str, value, choices: tuple[str, ...]) -> None:
 def check_runtime(trainer: DictConfig) -> None:
     """The keys every command uses: precision (device is checked when it is resolved)."""
     _choice("trainer.precision", trainer.precision, PRECISIONS)
-    _check(isinstance(trainer.device, str), "trainer.device", trainer.device, "choose auto, cpu, cuda, cuda:N or mps")
+    _check(isinstance(trainer.device, str), "trainer.device", trainer.device, f"choose {DEVICE_CHOICES}")
 
 
 def check_train_config(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
     check_optim(cfg.optim)
-    check_model(cfg.model)
     check_logger(cfg.logger)
 
 
@@ -72,26 +72,6 @@ def check_optim(optim: DictConfig) -> None:
            "it must be an integer >= 0")
     _check(_is_number(optim.min_lr_ratio) and 0 <= optim.min_lr_ratio <= 1, "optim.min_lr_ratio",
            optim.min_lr_ratio, "it must be in [0, 1]")
-
-
-def check_model(model: DictConfig) -> None:
-    """The shared model options; the model registry checks the options each model takes."""
-    dropout = model.get("dropout", 0.0)
-    _check(_is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "it must be in [0, 1)")
-    for key in ("d_model", "n_layers"):
-        if key in model:
-            _check(_is_int(model[key]) and model[key] >= 1, f"model.{key}", model[key],
-                   "it must be an integer >= 1")
-    for key in MODEL_FLAGS:
-        if key in model:
-            _check(isinstance(model[key], bool), f"model.{key}", model[key], "it must be true or false")
-    if "mlp_ratio" in model:
-        _check(_is_number(model.mlp_ratio) and model.mlp_ratio > 0, "model.mlp_ratio", model.mlp_ratio,
-               "it must be a number > 0")
-    if "scan_backend" in model:
-        from minrnn_cli.scans import BACKENDS
-
-        _choice("model.scan_backend", model.scan_backend, BACKENDS)
 
 
 def check_logger(logger: DictConfig) -> None:

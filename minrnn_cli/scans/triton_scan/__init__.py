@@ -1,4 +1,5 @@
-"""The Triton fast path: the scan, and minGRU / minLSTM with their activations fused into the scan.
+"""The Triton fast path: the scan, and minGRU / minLSTM with their activations fused into the scan
+(the cell equations are in `scans/fused/__init__.py`).
 
 Optional. Importing this package imports torch only; triton is imported the first time a kernel is asked
 for (`ops` registers the torch.library custom ops then). The kernels run on CUDA tensors, and on CPU
@@ -55,11 +56,12 @@ def triton_linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> tuple[
     return h, h[:, -1]
 
 
-def fused_cell_scan(hidden: Tensor, h0: Tensor | None, cell: str, log_space: bool, normalize: bool) -> Tensor:
+def triton_cell_scan(hidden: Tensor, h0: Tensor | None, cell: str, log_space: bool, normalize: bool) -> Tensor:
     """The states h (B, T, D) of a minGRU / minLSTM from its input projection (B, T, (n_gates + 1) * D).
 
-    The gates and the candidate are computed inside the scan from `hidden` (gate pre-activations first,
-    candidate last, the cells' layout); `h0` is a state (B, D) (any strides) or None for zeros.
+    The gates and the candidate are computed inside the scan from `hidden` (laid out as in
+    `scans/fused/layout.py`); `h0` is a state (B, D) (any strides) or None for zeros. Called through
+    `scans.fused.fused_cell_scan`.
     """
     _require(hidden.device)
     from minrnn_cli.scans.triton_scan.ops import cell_scan

@@ -103,6 +103,33 @@ def _load(ptr, offsets, mask, ACC: tl.constexpr):
 
 
 @triton.jit
+def _row(batch, channels, stride_b, stride_d):
+    """Offsets of (batch, channels) in a tensor with those strides: step 0 of a sequence, or a state."""
+    return batch * stride_b + channels * stride_d
+
+
+@triton.jit
+def _prologue(
+    h0_ptr, n_blocks_d, D, s_in_b, s_in_d, s_h0_b, s_h0_d, s_h_b, s_h_d,
+    HAS_H0: tl.constexpr, ACC: tl.constexpr, CHUNK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """Where both kernels start: this program's batch row (int64), its BLOCK_D channels and which of them
+    lie inside D, the CHUNK_T step indices of a tile, the offsets of step 0 in the inputs and in h, and h0
+    at these channels (zeros without one)."""
+    pid = tl.program_id(0)
+    batch = (pid // n_blocks_d).to(tl.int64)
+    channels = (pid % n_blocks_d) * BLOCK_D + tl.arange(0, BLOCK_D)
+    channel_ok = channels < D
+    in_row = _row(batch, channels, s_in_b, s_in_d)
+    h_row = _row(batch, channels, s_h_b, s_h_d)
+    if HAS_H0:
+        h0 = _load(h0_ptr, _row(batch, channels, s_h0_b, s_h0_d), channel_ok, ACC)
+    else:
+        h0 = tl.zeros([BLOCK_D], dtype=ACC)
+    return batch, channels, channel_ok, tl.arange(0, CHUNK_T), in_row, h_row, h0
+
+
+@triton.jit
 def _pick_last_step(tile, steps, CHUNK_T: tl.constexpr):
     """Column CHUNK_T - 1 of a [BLOCK_D, CHUNK_T] tile as a [BLOCK_D] vector."""
     return tl.sum(tl.where(steps[None, :] == CHUNK_T - 1, tile, 0.0), axis=1)
@@ -116,17 +143,9 @@ def scan_forward_kernel(
     CELL: tl.constexpr, LOG_SPACE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_H0: tl.constexpr,
     ACC: tl.constexpr, CHUNK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    batch = (pid // n_blocks_d).to(tl.int64)
-    channels = (pid % n_blocks_d) * BLOCK_D + tl.arange(0, BLOCK_D)
-    channel_ok = channels < D
-    steps = tl.arange(0, CHUNK_T)
-    in_row = batch * s_in_b + channels * s_in_d
-    h_row = batch * s_h_b + channels * s_h_d
-    if HAS_H0:
-        carry = _load(h0_ptr, batch * s_h0_b + channels * s_h0_d, channel_ok, ACC)
-    else:
-        carry = tl.zeros([BLOCK_D], dtype=ACC)
+    _batch, _channels, channel_ok, steps, in_row, h_row, carry = _prologue(
+        h0_ptr, n_blocks_d, D, s_in_b, s_in_d, s_h0_b, s_h0_d, s_h_b, s_h_d, HAS_H0, ACC, CHUNK_T, BLOCK_D
+    )
     for start in range(0, T, CHUNK_T):
         t = (start + steps).to(tl.int64)
         mask = channel_ok[:, None] & (t < T)[None, :]
@@ -150,19 +169,11 @@ def scan_backward_kernel(
     CELL: tl.constexpr, LOG_SPACE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_H0: tl.constexpr,
     ACC: tl.constexpr, CHUNK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    batch = (pid // n_blocks_d).to(tl.int64)
-    channels = (pid % n_blocks_d) * BLOCK_D + tl.arange(0, BLOCK_D)
-    channel_ok = channels < D
-    steps = tl.arange(0, CHUNK_T)
-    in_row = batch * s_in_b + channels * s_in_d
-    h_row = batch * s_h_b + channels * s_h_d
-    gh_row = batch * s_gh_b + channels * s_gh_d
-    out_row = batch * s_out_b + channels * s_out_d
-    if HAS_H0:
-        h0 = _load(h0_ptr, batch * s_h0_b + channels * s_h0_d, channel_ok, ACC)
-    else:
-        h0 = tl.zeros([BLOCK_D], dtype=ACC)
+    batch, channels, channel_ok, steps, in_row, h_row, h0 = _prologue(
+        h0_ptr, n_blocks_d, D, s_in_b, s_in_d, s_h0_b, s_h0_d, s_h_b, s_h_d, HAS_H0, ACC, CHUNK_T, BLOCK_D
+    )
+    gh_row = _row(batch, channels, s_gh_b, s_gh_d)
+    out_row = _row(batch, channels, s_out_b, s_out_d)
     carry = tl.zeros([BLOCK_D], dtype=ACC)  # G at the step after the chunk
     n_chunks = tl.cdiv(T, CHUNK_T)
     for chunk in range(n_chunks):

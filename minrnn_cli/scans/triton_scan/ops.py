@@ -3,9 +3,9 @@
 Registered ops, opaque to torch.compile (no graph break; the fake kernels give output shapes):
     minrnn::linear_scan(a, b, h0?) -> h                            h_t = a_t h_{t-1} + b_t
     minrnn::cell_scan(hidden, h0?, cell, log_space, normalize) -> h  the fused minGRU / minLSTM scan
-and their backward ops. `hidden` is the cell's whole input projection (B, T, (n_gates + 1) * D): gate
-pre-activations first, candidate last, exactly as the cell lays it out, so the backward writes one gradient
-tensor for it instead of one per slice.
+and their backward ops. `hidden` is the cell's whole input projection (B, T, (n_gates + 1) * D), laid out
+as in `scans/fused/layout.py` (gate pre-activations first, candidate last), so the backward writes one
+gradient tensor for it instead of one per slice.
 
 Importing this module imports triton; `minrnn_cli.scans.triton_scan` imports it only when it is used.
 """
@@ -17,6 +17,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from minrnn_cli.scans.fused.layout import N_GATES as LAYOUT_GATES
+from minrnn_cli.scans.fused.layout import inner_width, split_gates, split_projection
 from minrnn_cli.scans.triton_scan.kernels import (
     MINGRU,
     MINLSTM,
@@ -25,7 +27,7 @@ from minrnn_cli.scans.triton_scan.kernels import (
     scan_forward_kernel,
 )
 
-N_GATES = {MINGRU: 1, MINLSTM: 2}
+N_GATES = {MINGRU: LAYOUT_GATES["mingru"], MINLSTM: LAYOUT_GATES["minlstm"]}  # by kernel CELL code
 
 
 @dataclass
@@ -62,10 +64,9 @@ def _h0_args(h0: Tensor | None, like: Tensor) -> tuple[Tensor, tuple[int, int]]:
 
 def _cell_inputs(hidden: Tensor, cell: int) -> tuple[Tensor, Tensor, Tensor]:
     """(x, y, w) views of the projection: x the first gate, y the candidate, w the second gate (or x)."""
-    width = hidden.shape[-1] // (N_GATES[cell] + 1)
-    x = hidden[..., :width]
-    y = hidden[..., -width:]
-    w = hidden[..., width : 2 * width] if cell == MINLSTM else x
+    gate_pre, y = split_projection(hidden, N_GATES[cell])
+    gates = split_gates(gate_pre, N_GATES[cell])
+    x, w = gates[0], gates[-1]  # minGRU's one gate is both
     return x, y, w
 
 
@@ -150,7 +151,7 @@ linear_scan.register_autograd(_linear_scan_grad, setup_context=_linear_scan_setu
 
 def _state_shape(hidden: Tensor, cell: int) -> tuple[int, int, int]:
     batch, length, projected = hidden.shape
-    return batch, length, projected // (N_GATES[cell] + 1)
+    return batch, length, inner_width(projected, N_GATES[cell])
 
 
 @torch.library.custom_op("minrnn::cell_scan", mutates_args=())

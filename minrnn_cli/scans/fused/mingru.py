@@ -1,12 +1,9 @@
-"""minGRU's recurrence straight from its input projection, gates and scan in one autograd function.
-
-    [k_t, c_t] = Linear(x_t),   z_t = sigmoid(k_t),   a_t = 1 - z_t,   b_t = z_t * cand(c_t)
-    h_t = a_t * h_{t-1} + b_t,  cand = g (the log-space cell) or the identity (the vanilla cell)
+"""The CPU fused minGRU: gates and scan in one autograd function over the input projection.
 
 Autograd over the separate ops would keep z, 1 - z, g(c), z * g(c) and g's masks, walk them all again
 backwards and scatter two gradient slices into the projection's gradient. Here the forward keeps only z, c
 and h, and the backward is the reverse scan (G_t = dL/dh_t + a_{t+1} G_{t+1}) followed by the chain rule,
-written straight into one gradient tensor for the projection:
+written straight into one gradient tensor for the projection [k | c] (`layout.py`):
 
     dL/dk_t = G_t * (cand_t - h_{t-1}) * z_t * (1 - z_t)        dL/dc_t = G_t * z_t * cand'(c_t)
 
@@ -19,8 +16,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from minrnn_cli.scans.linear import _odd_even_scan, _reverse_odd_even_scan
+from minrnn_cli.scans.fused.layout import N_GATES, projection_width, split_projection
+from minrnn_cli.scans.linear import odd_even_scan, reverse_odd_even_scan
 
+_N_GATES = N_GATES["mingru"]
 _threshold_backward = torch.ops.aten.threshold_backward  # (grad, x, t): grad where x > t, else 0
 _sigmoid_backward = torch.ops.aten.sigmoid_backward  # (grad, s): grad * s * (1 - s)
 
@@ -40,13 +39,13 @@ def _times_g_slope(grad: Tensor, c: Tensor) -> Tensor:
 class _MinGRUScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, h0: Tensor | None, log_space: bool) -> Tensor:
-        k, c = hidden.chunk(2, dim=-1)
+        k, c = split_projection(hidden, _N_GATES)
         z = torch.sigmoid(k.contiguous())
         c = c.contiguous()
         b = z * (_g(c) if log_space else c)
         if h0 is not None:
             b[:, 0].addcmul_(1 - z[:, 0], h0)
-        h = _odd_even_scan(1 - z, b)
+        h = odd_even_scan(1 - z, b)
         ctx.log_space = log_space
         ctx.save_for_backward(z, c, h, h0)
         return h
@@ -57,13 +56,14 @@ class _MinGRUScan(torch.autograd.Function):
         a_next = torch.empty_like(z)
         torch.sub(1, z[:, 1:], out=a_next[:, :-1])
         a_next[:, -1] = 0
-        g = _reverse_odd_even_scan(a_next, grad_h.contiguous())
+        g = reverse_odd_even_scan(a_next, grad_h.contiguous())
         del a_next
         grad_h0 = None
         if h0 is not None and ctx.needs_input_grad[1]:
             grad_h0 = (1 - z[:, 0]) * g[:, 0]
-        grad_hidden = torch.empty(*z.shape[:-1], 2 * z.shape[-1], dtype=z.dtype, device=z.device)
-        grad_k, grad_c = grad_hidden.chunk(2, dim=-1)
+        width = projection_width(_N_GATES, z.shape[-1])
+        grad_hidden = torch.empty(*z.shape[:-1], width, dtype=z.dtype, device=z.device)
+        grad_k, grad_c = split_projection(grad_hidden, _N_GATES)
         # dL/dk = G * (cand - h_{t-1}) * z * (1 - z); h_{-1} is h0 (or zero)
         cand_minus_prev = _g(c) if ctx.log_space else c.clone()
         cand_minus_prev[:, 1:] -= h[:, :-1]
@@ -80,7 +80,10 @@ def mingru_scan(hidden: Tensor, h0: Tensor | None = None, log_space: bool = True
     """minGRU's states from its input projection `hidden` = [k | c], (B, T, 2D).
 
     h0: (B, D) state before the first token (already a state, not a pre-activation) or None for zeros.
-    Returns (h, h_last). float32/float64 only; the cell casts low-precision inputs first.
+    Returns (h, h_last) in hidden's dtype; bfloat16/float16 inputs are computed in float32.
     """
-    h = _MinGRUScan.apply(hidden, h0, log_space)
-    return h, h[:, -1]
+    dtype = hidden.dtype
+    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    h0 = None if h0 is None else h0.to(compute)
+    h = _MinGRUScan.apply(hidden.to(compute), h0, log_space)
+    return h.to(dtype), h[:, -1].to(dtype)

@@ -1,0 +1,56 @@
+"""Hydra callbacks (named in conf/hydra/default.yaml): a fresh folder for every run, and the sweep summary.
+
+They hold nothing unpicklable (no Console): launchers such as joblib pickle the callbacks with each job.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from minrnn_cli.errors import UserAbort
+from minrnn_cli.tracking.records import earlier_run
+from minrnn_cli.tracking.sweep_summary import summarise_sweep
+
+
+def _refuse(kind: str, folder: Path, found: list[str]) -> None:
+    raise UserAbort(f"error: the {kind} folder {folder} already holds a run ({', '.join(found)}); give a new "
+                    f"hydra.{kind}.dir=..., or leave it out for a fresh timestamped folder")
+
+
+class FreshOutputFolder(Callback):
+    """Never write a run into a folder that already holds one. The default folders are timestamped to the
+    microsecond, so two runs started in the same second get their own; this covers the rest (a reused
+    `hydra.run.dir`/`hydra.sweep.dir`, a clock set back). It runs before Hydra writes `.hydra/` into the
+    folder, so the earlier run's record stays intact."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if int(os.environ.get("RANK", "0")) > 0:
+            return  # torchrun: the other ranks share rank 0's folder by design
+        folder = Path(config.hydra.run.dir).absolute()
+        found = earlier_run(folder)
+        if found:
+            _refuse("run", folder, found)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        folder = Path(config.hydra.sweep.dir).absolute()
+        found = sorted({name for job in folder.glob("*") if job.is_dir() for name in earlier_run(job)})
+        if found:
+            _refuse("sweep", folder, found)
+
+
+class SweepSummary(Callback):
+    """After a multirun: every job's results in one table and summary.csv (tracking.sweep_summary)."""
+
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self.sweep_dir is not None and self.sweep_dir.is_dir():
+            summarise_sweep(self.sweep_dir)

@@ -1,0 +1,127 @@
+"""One line for every user mistake, wherever it surfaces: Hydra's own errors (composition, missing configs,
+flags), minrnn's UserError, and a failing job's error.
+
+Hydra prints a composition error over several lines plus a hint about HYDRA_FULL_ERROR; `compact` (run
+inside Hydra's reporting, see internals.reported_errors) turns it into a one-line `UserAbort`, and every other
+exception (a bug) keeps Hydra's stack trace. A job's failure ends as `run_job` says below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import traceback
+from pathlib import Path
+
+from minrnn_cli.errors import USER_ERROR_EXIT, UserAbort, UserError, one_line
+from minrnn_cli.hydra_app.context import in_multirun, job_dir
+from minrnn_cli.tracking.records import ERROR_FILE
+
+log = logging.getLogger("minrnn")
+
+RUN_FLAGS = ("-m/--multirun", "--cfg", "--info", "--shell-completion")
+BOOKKEEPING = (".hydra",)  # with `<job name>.log`, all Hydra writes into a run folder before the job starts
+
+
+def describe(error: BaseException) -> str:
+    """One line for a Hydra exception; an unknown key also names the keys that are allowed there."""
+    cause = error.__cause__
+    key = getattr(cause, "full_key", None)
+    parent = getattr(cause, "parent_node", None)
+    if str(error).startswith("Could not override") and key and parent is not None:
+        allowed = ", ".join(name for name in parent if name != "hydra")
+        return (f"error: unknown key {key!r}; the keys there are: {allowed} "
+                f"(to add a new key, prefix it with '+': +{key}=...)")
+    if str(error).startswith("Cannot find primary config"):
+        from minrnn_cli.hydra_app.launch import primary_configs
+
+        names = ", ".join(primary_configs())
+        return f"error: {str(error).splitlines()[0].split('. ')[0]}; choose one of {names}"
+    lines: list[str] = []
+    for raw in str(error).splitlines():
+        line = raw.strip().rstrip(".:")
+        if not line or line.startswith(("Config search path", "provider=")):
+            continue
+        if raw.startswith("\t") and lines and lines[-1].startswith("Available options"):
+            lines[-1] += (": " if lines[-1].endswith("'") else ", ") + line  # the options, one per line
+        else:
+            lines.append(line)
+    if cause is not None and str(cause):
+        lines.append(str(cause).splitlines()[0])
+    return one_line("; ".join(lines) or type(error).__name__)
+
+
+def compact(function):
+    """Run `function`; a UserError or a compact Hydra error leaves as a one-line UserAbort."""
+    from hydra.errors import CompactHydraException
+
+    try:
+        return function()
+    except UserError as error:  # minrnn's own: already one line
+        raise UserAbort(str(error), error.exit_code) from None
+    except CompactHydraException as error:
+        raise UserAbort(describe(error)) from None
+
+
+def check_run_flags(args: argparse.Namespace) -> None:
+    """Hydra runs one of: a job, a sweep, --cfg, --info, --shell-completion; naming two is a mistake."""
+    chosen = [flag for flag, on in zip(RUN_FLAGS, (args.multirun, args.cfg is not None, args.info is not None,
+                                                    args.shell_completion), strict=True) if on]
+    if len(chosen) > 1:
+        raise UserError(f"{' and '.join(chosen)} cannot be combined; use one of {', '.join(RUN_FLAGS)}")
+    if args.resolve and args.cfg is None:
+        raise UserError("--resolve only works with --cfg job|hydra|all")
+
+
+# ---- a failing job -----------------------------------------------------------------------------------
+# A single run ends the command: the line travels to the CLI as a `UserAbort`, and a run folder left holding
+# only Hydra's bookkeeping is removed. A sweep job writes its line to `error.txt` in its folder and returns,
+# so the other jobs still run; the sweep summary marks it failed and the sweep exits non-zero at the end.
+
+
+def holds_only_bookkeeping(run_dir: Path) -> bool:
+    return run_dir.is_dir() and all(entry.name in BOOKKEEPING or entry.suffix == ".log" for entry in run_dir.iterdir())
+
+
+def run_job(function, cfg):
+    """Run a task function; user mistakes (and, in a sweep, any failure) end as described above."""
+    try:
+        return function(cfg)
+    except (SystemExit, KeyboardInterrupt) as stop:  # bench reports its own mistakes and exits; Ctrl-C
+        run_dir = job_dir()
+        failed = not isinstance(stop, SystemExit) or stop.code not in (0, None)
+        if failed and not in_multirun() and run_dir and holds_only_bookkeeping(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    except Exception as error:
+        return _fail(error, cfg)
+
+
+def _describe_job_error(error: Exception) -> str:
+    """An OmegaConf error (a `${...}` naming a missing key, say) leads with the key it is about."""
+    key = getattr(error, "full_key", None)
+    if isinstance(error, UserError) or not key:
+        return str(error)
+    return f"{key}: {str(error).splitlines()[0]} (a ${{...}} interpolation must name an existing key)"
+
+
+def _fail(error: Exception, cfg):
+    from omegaconf.errors import OmegaConfBaseException
+
+    multirun = in_multirun()
+    user_mistake = isinstance(error, (UserError, OmegaConfBaseException))  # OmegaConf: `${..}` to a missing key
+    if not user_mistake and not multirun:
+        raise error  # a bug: Hydra prints the stack trace
+    message = one_line(_describe_job_error(error) if user_mistake else f"{type(error).__name__}: {error}")
+    run_dir = job_dir()
+    if run_dir is not None and run_dir.is_dir():
+        if not multirun and holds_only_bookkeeping(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            details = "" if user_mistake else "".join(traceback.format_exception(error))
+            (run_dir / ERROR_FILE).write_text(message + "\n" + details)
+    if multirun and not getattr(error, "ends_sweep", False):
+        log.error(message)
+        return float("nan") if cfg.get("optimize_metric") else None  # a failed trial for optimising sweepers
+    raise UserAbort(message, getattr(error, "exit_code", USER_ERROR_EXIT if user_mistake else 1)) from None

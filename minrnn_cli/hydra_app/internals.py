@@ -1,0 +1,78 @@
+"""The only use of Hydra's private API, kept small: run a command the way `@hydra.main` does, from an
+argument list the CLI builds, and shape the errors Hydra reports.
+
+Why private: the Compose API cannot multirun, and `@hydra.main` reads `sys.argv` itself. `_run_hydra` is what
+`@hydra.main` calls (run, multirun, --cfg, --info), so sweepers and launchers behave exactly as under it.
+`run_and_report` is where Hydra prints a failing command's error over several lines; wrapping it lets a
+compact error leave as one line. Both have had these signatures since Hydra 1.2; SUPPORTED pins the range
+pyproject.toml allows, and tests/test_hydra_app.py checks the signatures against the installed Hydra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import os
+from collections.abc import Callable, Iterator
+
+SUPPORTED = ((1, 3), (1, 4))  # hydra-core >=1.3 (1.3.2 for pkg://), <1.4: as pyproject.toml pins it
+RUN_HYDRA_PARAMETERS = ("args", "args_parser", "task_function", "config_path", "config_name")
+
+
+def check_version() -> None:
+    """RuntimeError unless the installed Hydra is one whose private API this module was written against."""
+    import hydra
+
+    version = tuple(int(part) for part in hydra.__version__.split(".")[:2])
+    if not SUPPORTED[0] <= version < SUPPORTED[1]:
+        raise RuntimeError(f"minrnn needs hydra-core >=1.3,<1.4 (it calls Hydra's _run_hydra); found "
+                           f"{hydra.__version__}")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Hydra's own argument parser over `argv`. Intermixed: flags may come after overrides (Hydra 1.3's
+    plain `parse_args` rejects that)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    return parser, parser.parse_intermixed_args(argv)
+
+
+def run_hydra(parser: argparse.ArgumentParser, args: argparse.Namespace, task_function: Callable,
+              config_dir: str, config_name: str) -> None:
+    """What `@hydra.main(config_path, config_name)` does with parsed arguments."""
+    import hydra.version
+    from hydra._internal.utils import _run_hydra
+
+    check_version()
+    hydra.version.setbase("1.3")
+    _run_hydra(args=args, args_parser=parser, task_function=task_function, config_path=config_dir,
+               config_name=config_name)
+
+
+@contextlib.contextmanager
+def reported_errors(shape: Callable[[Callable], object]) -> Iterator[None]:
+    """While active, every function Hydra runs and reports on (`run_and_report(function)`) is run as
+    `shape(function)`, which may turn its exceptions into one-line ones. HYDRA_FULL_ERROR=1 leaves Hydra's
+    own reporting untouched."""
+    import hydra._internal.utils as hydra_utils
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        yield
+        return
+    original = hydra_utils.run_and_report
+    hydra_utils.run_and_report = lambda function: original(lambda: shape(function))
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
+def signatures_match() -> bool:
+    """Whether the installed Hydra's private functions take what this module passes them."""
+    import hydra._internal.utils as hydra_utils
+
+    run_parameters = inspect.signature(hydra_utils._run_hydra).parameters
+    report_parameters = list(inspect.signature(hydra_utils.run_and_report).parameters)
+    return all(name in run_parameters for name in RUN_HYDRA_PARAMETERS) and report_parameters == ["func"]

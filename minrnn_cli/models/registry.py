@@ -1,0 +1,131 @@
+"""The model registry: every model name, its mixer class and the options it takes, with their types and
+ranges, in one table. Adding a model is one mixer module, one row of MODELS and one conf/model/*.yaml.
+
+Options are checked here, once, for every way in: the config (`model.dropout=1.5 is invalid: ...`) and the
+Python API (`build_lm("mingru", 65, dropout=1.5)`) give the same message. Defaults live where the option is
+consumed (the constructors) and, for the CLI, in conf/model/*.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from minrnn_cli.models.blocks import NORMS
+from minrnn_cli.models.cells import MinGRU, MinLSTM
+from minrnn_cli.models.mamba import MambaMixer
+from minrnn_cli.models.rnn_baselines import FusedGRU, FusedLSTM, LoopGRU, LoopLSTM
+from minrnn_cli.models.transformer import CausalSelfAttention
+from minrnn_cli.scans import BACKENDS
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting's type and range: `accepts(value)` and the words that say what is allowed."""
+
+    accepts: Callable[[object], bool]
+    allowed: str
+
+    def error(self, key: str, value) -> str | None:
+        return None if self.accepts(value) else f"{key}={value!r} is invalid: {self.allowed}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def integer(at_least: int) -> Option:
+    return Option(lambda v: _is_number(v) and isinstance(v, int) and v >= at_least,
+                  f"it must be an integer >= {at_least}")
+
+
+def number(above: float | None = None, at_least: float | None = None, below: float | None = None) -> Option:
+    def accepts(value) -> bool:
+        return (_is_number(value) and (above is None or value > above) and (at_least is None or value >= at_least)
+                and (below is None or value < below))
+
+    if at_least is not None and below is not None:
+        allowed = f"it must be in [{at_least}, {below})"
+    elif above is not None:
+        allowed = f"it must be a number > {above}"
+    else:
+        allowed = "it must be a number"
+    return Option(accepts, allowed)
+
+
+def flag() -> Option:
+    return Option(lambda v: isinstance(v, bool), "it must be true or false")
+
+
+def choice(options: tuple[str, ...]) -> Option:
+    return Option(lambda v: v in options, f"choose one of {', '.join(options)}")
+
+
+# Every model is a stack of residual blocks around its mixer (models.blocks); these options shape the stack.
+BLOCK_OPTIONS: dict[str, Option] = {
+    "d_model": integer(at_least=1),
+    "n_layers": integer(at_least=1),
+    "conv": flag(),
+    "mlp": flag(),
+    "mlp_ratio": number(above=0),
+    "dropout": number(at_least=0, below=1),
+    "norm": choice(tuple(NORMS)),
+}
+
+_MINIMAL_RNN: dict[str, Option] = {
+    "expansion": number(above=0),
+    "learned_h0": flag(),
+    "log_space": flag(),
+    "scan_backend": choice(BACKENDS),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A row of the registry: the mixer class (`mixer(x, state) -> (y, state)`, `mixer.step(x_t, state)`)
+    and the mixer's own options (beyond BLOCK_OPTIONS), passed to its constructor by name."""
+
+    mixer: type[nn.Module]
+    options: dict[str, Option] = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelEntry] = {
+    "mingru": ModelEntry(MinGRU, _MINIMAL_RNN),
+    "minlstm": ModelEntry(MinLSTM, {**_MINIMAL_RNN, "normalize": flag(), "forget_bias": number()}),
+    "gru": ModelEntry(FusedGRU),
+    "lstm": ModelEntry(FusedLSTM),
+    "gru_loop": ModelEntry(LoopGRU),
+    "lstm_loop": ModelEntry(LoopLSTM),
+    "mamba": ModelEntry(MambaMixer, {"d_state": integer(at_least=1), "expansion": integer(at_least=1),
+                                     "d_conv": integer(at_least=1)}),
+    "transformer": ModelEntry(CausalSelfAttention, {"n_heads": integer(at_least=1)}),
+}
+MODEL_NAMES = tuple(MODELS)  # the models minrnn ships (tests may register more in MODELS)
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether model `name`'s mixer takes `option` (e.g. which models take `scan_backend`)."""
+    return option in model_entry(name).options
+
+
+def check_options(name: str, options: Mapping[str, object], prefix: str = "", blocks: bool = True) -> None:
+    """ValueError naming the first unknown or out-of-range option of model `name` (`prefix`: `model.` when
+    the options come from the config; `blocks=False`: the mixer alone, without the block options)."""
+    entry = model_entry(name)
+    allowed = {**(BLOCK_OPTIONS if blocks else {"d_model": BLOCK_OPTIONS["d_model"]}), **entry.options}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r} does not take option {prefix + unknown[0]!r}; it takes: "
+                         f"{', '.join(allowed)}")
+    for key, value in options.items():
+        message = allowed[key].error(f"{prefix}{key}", value)
+        if message:
+            raise ValueError(message)

@@ -1,0 +1,134 @@
+"""What `minrnn train`, `eval` and `generate` do with a composed config and the run folder they are given.
+
+No Hydra here: the Hydra task functions (minrnn_cli.hydra_app.jobs) pass in the job's folder and call these.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+from rich.console import Console
+
+from minrnn_cli.errors import UserError
+from minrnn_cli.tracking.records import earlier_run, write_results
+from minrnn_cli.training.settings import check_generate_config, check_runtime, check_train_config
+
+log = logging.getLogger("minrnn")
+OUTPUTS_ROOT = Path("outputs")
+SAMPLE_TEMPERATURE = 0.8  # the closing sample of a text model's training run
+
+
+def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict | None:
+    """Train, write results.json (rank 0) and print the summary; returns the results (None on ranks > 0).
+    `group`: the W&B group of a sweep's jobs."""
+    from minrnn_cli.tracking.tables import summary_table
+    from minrnn_cli.training.distributed import init_process_group, shutdown
+    from minrnn_cli.training.loop import train
+    from minrnn_cli.training.model_setup import check_model_config
+
+    check_train_config(cfg)
+    check_model_config(cfg.model)
+    require_unused(run_dir)
+    replica = init_process_group()  # several ranks under torchrun or a multi-task submitit job
+    try:
+        trained = train(cfg, run_dir, OUTPUTS_ROOT, replica, group)
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown()
+    if not replica.is_main:
+        return None  # rank 0 writes the results
+    results = trained.results
+    console = Console()
+    if cfg.task.get("sample_chars", 0):
+        sample = closing_sample(trained, cfg.task.sample_chars, cfg.trainer.seed)
+        (run_dir / "sample.txt").write_text(sample)
+        results["sample"] = sample
+        console.rule("sample from the best checkpoint")
+        console.print(sample, markup=False, highlight=False)
+        console.rule()
+    write_results(run_dir, results)
+    shown = {key: value for key, value in results.items() if key != "sample"}  # the sample is printed above
+    console.print(summary_table(f"{cfg.model.name} on {cfg.task.name}", shown))
+    console.print(f"run folder: {run_dir}")
+    return results
+
+
+def require_unused(run_dir: Path) -> None:
+    """One folder per run: a folder that already holds a run's records (`hydra.run.dir` set to an earlier
+    run's folder) is refused rather than mixed into."""
+    held = earlier_run(run_dir, ignore=(".hydra",))  # Hydra writes .hydra/ before the job starts
+    if held:
+        raise UserError(f"the run folder {run_dir} already holds a run ({', '.join(held)}); leave hydra.run.dir "
+                        "at its default or name a new folder (to continue that run: trainer.resume=auto)")
+
+
+def closing_sample(trained, length: int, seed: int) -> str:
+    """Text sampled from the trained model (which holds the best checkpoint's weights), starting a line."""
+    from minrnn_cli.training.sampling import sample_text
+
+    chars = trained.task.vocabulary()["chars"]
+    return sample_text(trained.model, chars, "\n", length, temperature=SAMPLE_TEMPERATURE, top_k=None, seed=seed,
+                       device=trained.device)
+
+
+def checkpoint_path(checkpoint: str) -> Path:
+    from minrnn_cli.training.checkpoint import find_latest
+
+    if checkpoint == "latest":
+        found = find_latest(OUTPUTS_ROOT, "best.pt")
+        if found is None:
+            raise UserError(f"checkpoint=latest but there is no checkpoints/best.pt under {OUTPUTS_ROOT.resolve()}; "
+                            "train one with `minrnn train` or pass checkpoint=PATH")
+        return found.absolute()  # recorded in results.json: a path that holds from anywhere
+    return Path(checkpoint).expanduser()
+
+
+def load_trained(cfg: DictConfig):
+    """(model on its device, task, checkpoint payload, device, checkpoint path) for eval and generate."""
+    from minrnn_cli.device import resolve_device
+    from minrnn_cli.tasks import build_task
+    from minrnn_cli.training.checkpoint import load_checkpoint, load_model_state
+    from minrnn_cli.training.model_setup import build_task_model
+
+    check_runtime(cfg.trainer)
+    device = resolve_device(cfg.trainer.device)
+    path = checkpoint_path(cfg.checkpoint)
+    payload = load_checkpoint(path)
+    trained = payload["config"]
+    task = build_task(trained["task"])
+    model = build_task_model(trained["model"], task)
+    load_model_state(model, payload, path)
+    log.info(f"loaded {path} ({trained['model']['name']} on {trained['task']['name']}, step {payload['step']})")
+    return model.to(device), task, payload, device, path
+
+
+def eval_run(cfg: DictConfig, run_dir: Path) -> None:
+    from minrnn_cli.models import count_params
+    from minrnn_cli.tracking.tables import summary_table
+    from minrnn_cli.training.evaluation import evaluate
+
+    model, task, payload, device, path = load_trained(cfg)
+    metrics = evaluate(model, task, device, cfg.trainer.precision)
+    trained = payload["config"]
+    results = {"checkpoint": str(path), "model": trained["model"]["name"], "task": trained["task"]["name"],
+               "params": count_params(model), "steps": payload["step"], **metrics}
+    write_results(run_dir, results)
+    Console().print(summary_table(f"eval of {path}", results))
+
+
+def generate_run(cfg: DictConfig, run_dir: Path) -> None:
+    from minrnn_cli.training.sampling import sample_text
+
+    check_generate_config(cfg)
+    model, task, payload, device, path = load_trained(cfg)
+    chars = payload["vocabulary"].get("chars")
+    if not chars:
+        raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare)")
+    if cfg.top_k is not None and cfg.top_k > len(chars):
+        raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {len(chars)} tokens")
+    text = sample_text(model, chars, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device)
+    (run_dir / "sample.txt").write_text(text)
+    Console().print(text, markup=False, highlight=False)
