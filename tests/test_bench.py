@@ -11,14 +11,16 @@ from dataclasses import asdict
 import pytest
 import torch
 from rich.console import Console
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from minrnn_cli.benchmarking import BenchConfig, run_bench
 from minrnn_cli.benchmarking.__main__ import main, parse_args, parse_value
-from minrnn_cli.benchmarking.budget import Budget
+from minrnn_cli.benchmarking.budget import Budget, headline_models
 from minrnn_cli.benchmarking.memory import peak_bytes
 from minrnn_cli.benchmarking.report import COLUMNS
 from minrnn_cli.benchmarking.timing import time_interleaved
-from minrnn_cli.benchmarking.workload import Workload, make_inputs
+from minrnn_cli.benchmarking.workload import Floor, MixerStack, Workload, floor_flops, make_inputs, projection_weights
 
 TINY = dict(models=["mingru", "gru", "gru_loop"], seq_len=[8, 16], batch_size=2, d_model=8, warmup=0,
             repeats=1, min_repeats=1, decode_tokens=2)
@@ -64,6 +66,8 @@ def test_tiny_grid_writes_csv_json_markdown_and_png(tiny_run):
     ]
     assert all(r["train_step_status"] == "ok" and float(r["train_step_ms"]) > 0 for r in rows)
     assert all(float(r["peak_memory_mib"]) > 0 for r in rows)
+    assert all(r["floor_status"] == "ok" and float(r["floor_ms"]) > 0 and float(r["floor_gflop"]) > 0 for r in rows)
+    assert all(float(r["x_floor"]) == pytest.approx(float(r["train_step_ms"]) / float(r["floor_ms"])) for r in rows)
     mingru = rows[0]
     for column in ("train_step_speedup_vs_fused", "train_step_speedup_vs_loop", "memory_vs_fused",
                    "memory_vs_loop", "prefill_speedup_vs_loop", "decode_token_speedup_vs_fused"):
@@ -78,11 +82,13 @@ def test_tiny_grid_writes_csv_json_markdown_and_png(tiny_run):
     for key in ("cpu", "device", "torch", "torch_threads"):
         assert machine[key]
     assert machine["torch_threads"] == 1
+    assert document["meta"]["process_settings"]["torch_threads"] == 1
+    assert document["rows"][0]["x_floor"] > 0
     assert document["meta"]["config"]["dtype"] == "float32"
     assert "profiler" in document["meta"]["memory_method"]
     assert len(document["rows"]) == 6
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| T | model | step ms |" in (out / "bench.md").read_text()
+    assert "| T | model | step ms | min-max | floor ms | x floor |" in (out / "bench.md").read_text()
 
 
 def test_budget_skips_and_marks_cells(tmp_path):
@@ -209,6 +215,83 @@ def test_bench_job_rejects_bad_settings_in_one_line(capsys):
 def test_the_torch_only_run_prints_the_tables(tiny_run):
     stdout, _ = tiny_run
     assert "Training step (forward + loss + backward)" in stdout and "Inference: parallel prefill" in stdout
+    assert "floor ms" in stdout and "x floor" in stdout
+    settings_line = "process settings: torch_threads=1, allocator="
+    assert settings_line in stdout and stdout.index(settings_line) < stdout.index(" T=8 ")  # before any cell
+    assert "cpu_cell_kernels=" in stdout and "(the same for every model in this run)" in stdout
+
+
+class _Matmuls(TorchDispatchMode):
+    """Records the operand shapes of every matrix product below autograd (a bias operand left out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in ("mm", "addmm", "bmm"):
+            operands = [a for a in args if torch.is_tensor(a)][-2:]
+            self.shapes.append(tuple(tuple(a.shape) for a in operands))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_floor_of_a_linear_only_model_is_those_linears_forward_and_backward():
+    """Shape-level: the floor runs the very matmuls a model of nn.Linear layers runs in a training step (its
+    input needing a gradient, as inside a network), and nothing else."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4, bias=False), nn.Linear(4, 8))
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    with _Matmuls() as layers:
+        y = model(x)
+        y.backward(torch.randn_like(y))
+    floor = Floor(model, tokens=3 * 5)
+    with _Matmuls() as floors:
+        floor()
+    assert len(floors.shapes) == 9 and sorted(floors.shapes) == sorted(layers.shapes)
+    assert floor_flops(model, 15) == sum(2 * a[0] * a[1] * b[1] for a, b in floors.shapes)
+
+
+def test_the_floor_takes_every_weight_matrix_and_nothing_else():
+    def names(model):
+        return [name.split(".", 2)[-1] for name, _ in projection_weights(MixerStack(model, 8, 1, "auto"))]
+
+    assert names("mingru") == ["to_hidden.weight"]
+    assert names("gru") == ["rnn.weight_ih_l0", "rnn.weight_hh_l0"]
+    assert names("lstm_loop") == ["weight_ih_l0", "weight_hh_l0"]
+    assert names("transformer") == ["qkv.weight", "out.weight"]
+    # Mamba: its four projections; not A_log (the state matrix), D, the conv kernel or the biases
+    assert names("mamba") == ["block.in_proj.weight", "block.x_proj.weight", "block.dt_proj.weight",
+                              "block.out_proj.weight"]
+
+
+def test_the_headline_pair_is_measured_with_min_repeats_whatever_the_budget(tmp_path):
+    """On a budget nothing fits, minGRU and the loop GRU are still measured (min_repeats), their floors too;
+    the fused GRU is skipped, and its note names the key that raises the budget."""
+    config = BenchConfig.from_mapping({**TINY, "seq_len": [8, 16], "budget_s": 1e-9, "repeats": 4,
+                                       "min_repeats": 2, "plot": False})
+    result = run_bench(config, tmp_path, command="test", console=_quiet())
+    for row in result.rows():
+        if row["model"] in ("mingru", "gru_loop"):
+            for kind in ("train_step", "prefill", "decode_token", "floor"):
+                assert row[f"{kind}_status"] == "ok" and row[f"{kind}_repeats"] == 2, (row["model"], kind)
+            assert "measured with min_repeats=2" in row["notes"]
+            assert row["peak_memory_mib"] > 0
+        else:
+            assert row["train_step_status"] == row["prefill_status"] == row["decode_token_status"] == "skipped"
+            assert row["notes"].count("budget_s=1e-09") == 3 and "raise budget_s" in row["notes"]
+    assert all(row["train_step_speedup_vs_loop"] > 0 for row in result.rows() if row["model"] == "mingru")
+
+
+def test_the_headline_pairs_are_those_with_both_sides_in_the_grid():
+    assert headline_models(["mingru", "gru", "gru_loop", "minlstm"]) == {"mingru", "gru_loop"}
+    assert headline_models(["mingru", "minlstm", "gru_loop", "lstm_loop"]) == {"mingru", "gru_loop", "minlstm",
+                                                                              "lstm_loop"}
+    assert headline_models(["gru_loop"]) == set()
+    budget = Budget(budget_s=10.0, warmup=0, repeats=1, min_repeats=1, max_memory_bytes=2**30,
+                    protected=frozenset({"mingru"}))
+    budget.record("mingru", "peak_bytes", 8, 2**30)
+    note = budget.memory_skip("mingru", 16)  # the memory limit still applies to the pair, and says so
+    assert note is not None and "max_memory_gib" in note and "headline pair too" in note
 
 
 def test_a_first_length_too_long_for_the_budget_is_predicted_and_skipped_not_run(tmp_path):

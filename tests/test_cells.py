@@ -1,5 +1,7 @@
 """minGRU / minLSTM: parallel, step and chunked modes against a float64 loop written from the paper."""
 
+import copy
+
 import pytest
 import torch
 
@@ -145,3 +147,85 @@ def test_scan_backend_is_checked_at_construction_and_resolved_per_call(kind):
         make_cell(kind, learned_h0=False, scan_backend="fast")
     cell = make_cell(kind, learned_h0=False, scan_backend="auto")
     assert cell.backend_choice == "auto" and cell.scan_backend == "linear"  # the choice is kept; CPU reads linear
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Numerical edges: saturated gates, states of exactly 0, low precision, empty sequences. Against the float64 loop.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+SATURATED_100 = [(torch.float32, 100.0), (torch.float64, 100.0), (torch.float64, 1e4)]
+
+
+def saturate_gates(cell, gate_pre):
+    """Gate pre-activations of about +-gate_pre on alternate channels (minLSTM: input gate = -forget gate)."""
+    d = cell.d_inner
+    values = torch.tensor([gate_pre, -gate_pre] * d, dtype=cell.to_hidden.bias.dtype)[:d]
+    with torch.no_grad():
+        cell.to_hidden.weight[: cell.n_gates * d] *= 0.1
+        for gate in range(cell.n_gates):
+            cell.to_hidden.bias[gate * d : (gate + 1) * d] = values if gate == 0 else -values
+    return cell
+
+
+def close_to(got, ref, tol):
+    for x, r in zip(got, ref, strict=True):
+        assert torch.isfinite(x).all()
+        assert (x.double() - r).abs().max() <= tol * r.abs().max().clamp_min(1)
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+@pytest.mark.parametrize("backend", ["log", "sequential", "linear"])
+@pytest.mark.parametrize("log_space", [True, False])
+@pytest.mark.parametrize(("dtype", "gate_pre"), [(torch.float32, 17.0), (torch.float32, 30.0), *SATURATED_100])
+def test_saturated_gates_match_reference(kind, backend, log_space, dtype, gate_pre):
+    """Gates that round to exactly 0 / 1 (float32 from 17, float64 from 37): `log` with log_space=false took
+    log(1 - z) = log(0) = -inf into its cumsum and gave NaN."""
+    cell = saturate_gates(make_cell(kind, False, log_space=log_space, dtype=dtype, scan_backend=backend), gate_pre)
+    ref_cell = copy.deepcopy(cell).double()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 40, D_MODEL, generator=gen, dtype=torch.float64)
+    h0 = torch.rand(2, cell.d_inner, generator=gen, dtype=torch.float64)
+    ref = outputs_and_grads(ref_cell, reference, x, h0.clone().requires_grad_())
+    got = outputs_and_grads(cell, run_chunked, x.to(dtype), h0.to(dtype).requires_grad_())
+    close_to(got[:2] + got[2], ref[:2] + ref[2], 1e-9 if dtype == torch.float64 else 1e-3)
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+@pytest.mark.parametrize("backend", ["log", "sequential", "linear"])
+@pytest.mark.parametrize("length", [1, 9])
+def test_state_of_exactly_zero_matches_reference(kind, backend, length):
+    """A given state may be 0 (zeros as a reset, or a state that underflowed): the log-space path took log(0),
+    whose gradient is 0 * inf = NaN; below the smallest normal number (and for negative values) the state
+    now enters in linear space."""
+    cell = make_cell(kind, learned_h0=False, scan_backend=backend)
+    gen = torch.Generator().manual_seed(length)
+    x = torch.randn(2, length, D_MODEL, generator=gen, dtype=torch.float64)
+    h0 = torch.rand(2, cell.d_inner, generator=gen, dtype=torch.float64)
+    h0[0], h0[1, :2], h0[1, 2] = 0, 1e-320, -0.5  # zeros, a subnormal, a negative value
+    ref = outputs_and_grads(cell, reference, x, h0.clone().requires_grad_())
+    got = outputs_and_grads(cell, run_parallel, x, h0.clone().requires_grad_())
+    close_to(got[:2] + got[2], ref[:2] + ref[2], 1e-9)
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_log_path_accumulates_in_float32(kind, dtype):
+    """The log-space path computed its gates and scan in bf16/fp16 (relative error above 1 at T = 1000)."""
+    cell = make_cell(kind, learned_h0=True, scan_backend="log", dtype=dtype)
+    ref_cell = copy.deepcopy(cell).double()
+    x = torch.randn(2, 1000, D_MODEL, generator=torch.Generator().manual_seed(0)).to(dtype)
+    ref, ref_last = reference(ref_cell, x.double(), None)
+    y, last = cell(x)
+    assert y.dtype == dtype and last.dtype == dtype
+    assert (y.double() - ref).abs().max() < 2e-2 * ref.abs().max()  # the linear path's error: 5e-3
+
+
+@pytest.mark.parametrize("kind", ["mingru", "minlstm"])
+@pytest.mark.parametrize("backend", ["log", "sequential", "linear", "auto", "triton"])
+@pytest.mark.parametrize("log_space", [True, False])
+def test_empty_sequence_is_a_clear_error_on_every_backend(kind, backend, log_space):
+    """T = 0 was a RecursionError on the CPU fused minGRU and an IndexError on `log`."""
+    cell = make_cell(kind, learned_h0=True, log_space=log_space, scan_backend=backend)
+    with pytest.raises(ValueError, match="sequence of length T >= 1"):
+        cell(torch.zeros(2, 0, D_MODEL, dtype=torch.float64))

@@ -64,6 +64,7 @@ def test_wheel_ships_every_config_and_the_data(wheel):
     in_repo = {path.relative_to(REPO / "conf").as_posix() for path in (REPO / "conf").rglob("*.yaml")}
     assert in_repo and in_repo <= shipped
     assert "minrnn_cli/data/tinyshakespeare.txt" in names
+    assert "minrnn_cli/scans/fused/cpu_kernels.c" in names  # compiled at first use on the user's machine
     assert "minrnn_cli/cli.py" in names and not any(name.startswith("tests/") for name in names)
 
 

@@ -1,5 +1,5 @@
-"""Where the numbers come from: the device (minrnn_cli.device resolves it, as for training) and dtype, the
-fixed thread count, machine facts."""
+"""Where the numbers come from: the device (minrnn_cli.device resolves it, as for training) and dtype, machine
+facts (the thread count is one of minrnn_cli.runtime's process-wide settings)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,6 @@ def bench_device(name: str) -> torch.device:
 
 def resolve_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
-
-
-def fix_threads(config: BenchConfig) -> int:
-    """Pin torch's intra-op thread count (the CPU timings depend on it) and return it."""
-    threads = config.threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
-    return threads
 
 
 def memory_limit_bytes(config: BenchConfig, device: torch.device) -> int:

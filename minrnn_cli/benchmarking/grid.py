@@ -1,4 +1,5 @@
-"""Measure every (model, length) cell of the grid: training step, prefill, decoding, peak memory."""
+"""Measure every (model, length) cell of the grid: training step, prefill, decoding, peak memory, and the
+training step's floor (the model's weight matmuls alone, `workload.Floor`), timed beside the step."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from dataclasses import dataclass, field
 import torch
 
 from minrnn_cli.benchmarking import memory
-from minrnn_cli.benchmarking.budget import CALIBRATION_LEN, Budget, Plan
+from minrnn_cli.benchmarking.budget import CALIBRATION_LEN, Budget, Plan, headline_models
 from minrnn_cli.benchmarking.config import BenchConfig
 from minrnn_cli.benchmarking.timing import Timing, time_interleaved, time_once
-from minrnn_cli.benchmarking.workload import Workload, make_inputs
+from minrnn_cli.benchmarking.workload import Floor, Workload, floor_flops, make_inputs, projection_weights
 
 KINDS = ("train_step", "prefill", "decode_token")  # decode_token timings are per token
+FLOOR = "floor"  # the training step's floor: a measurement of its own, kept out of KINDS' speedups
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Cell:
     measurements: dict[str, Measurement] = field(default_factory=dict)
     peak_bytes: int | None = None
     memory_note: str = ""
+    floor_flops: int | None = None  # floating-point operations of one floor call
 
     def seconds(self, kind: str) -> float | None:
         measured = self.measurements.get(kind)
@@ -45,7 +48,8 @@ def measure_grid(config: BenchConfig, device: torch.device, dtype: torch.dtype, 
     The models of one length are timed side by side (their repeats interleaved), so the ratios between
     them do not depend on when, during the run, another job loaded the machine.
     """
-    budget = Budget(config.budget_s, config.warmup, config.repeats, config.min_repeats, max_memory_bytes)
+    budget = Budget(config.budget_s, config.warmup, config.repeats, config.min_repeats, max_memory_bytes,
+                    protected=headline_models(config.models))
     cells = []
     for seq_len in sorted(set(config.seq_len)):
         for cell in _measure_length(list(dict.fromkeys(config.models)), seq_len, config, device, dtype, budget):
@@ -66,7 +70,9 @@ def _measure_length(models: list[str], seq_len: int, config: BenchConfig, device
         if kind == "decode_token":
             for model, workload in workloads.items():
                 workload.prepare_decode(from_prefill=cells[model].measurements["prefill"].status == "ok")
-        measured = _measure_side_by_side(workloads, kind, seq_len, device, budget)
+        measured, floors = _measure_side_by_side(workloads, kind, seq_len, device, budget)
+        for model, measurement in floors.items():
+            cells[model].measurements[FLOOR] = measurement
         for model, measurement in measured.items():
             if kind == "decode_token":
                 if measurement.timing is not None:
@@ -92,6 +98,7 @@ def _build(cells: dict[str, Cell], config: BenchConfig, device: torch.device, dt
         over_memory = budget.memory_skip(model, cell.seq_len)
         if over_memory:
             cell.measurements = {kind: Measurement("skipped", note=over_memory) for kind in KINDS}
+            cell.measurements[FLOOR] = Measurement("skipped")
             cell.memory_note = "not measured: over the memory limit"
             continue
         torch.manual_seed(config.seed)
@@ -102,17 +109,22 @@ def _build(cells: dict[str, Cell], config: BenchConfig, device: torch.device, dt
                                         optimizer_step=config.optimizer_step, decode_tokens=config.decode_tokens)
         except (RuntimeError, ValueError) as error:  # e.g. out of memory at build time
             cell.measurements = {kind: Measurement("error", note=_first_line(error)) for kind in KINDS}
+            cell.measurements[FLOOR] = Measurement("skipped")
             continue
         cell.n_params = workloads[model].n_params()
+        cell.floor_flops = floor_flops(workloads[model].model, inputs[0].shape[0] * cell.seq_len)
     return workloads
 
 
 def _measure_side_by_side(workloads: dict[str, Workload], kind: str, seq_len: int, device: torch.device,
-                          budget: Budget) -> dict[str, Measurement]:
-    """Plan each model's call within the budget (`_plan`), then time those that fit, repeats interleaved.
+                          budget: Budget) -> tuple[dict[str, Measurement], dict[str, Measurement]]:
+    """Plan each model's call within the budget (`_plan`), then time those that fit, repeats interleaved:
+    ({model: Measurement}, {model: its floor's Measurement}, the latter for the training step only).
 
     The training step and prefill take a prefix length, so they can be calibrated on a short prefix;
-    decoding costs the same per token at any length, so its probe call is its calibration.
+    decoding costs the same per token at any length, so its probe call is its calibration. Each training
+    step timed brings its floor into the same rounds, with the same repeats (the floor costs less than the
+    step it is part of, so it fits the step's budget).
     """
     calls = {model: workload.decode if kind == "decode_token" else getattr(workload, kind)
              for model, workload in workloads.items()}
@@ -123,14 +135,39 @@ def _measure_side_by_side(workloads: dict[str, Workload], kind: str, seq_len: in
             measured[model] = plan
         else:
             repeats[model], notes[model] = plan.repeats, plan.note
-    timed = time_interleaved({m: calls[m] for m in repeats}, repeats, device, budget.warmup)
-    for model, timing in timed.items():
+    timed_calls = {m: calls[m] for m in repeats}
+    floors: dict[str, Measurement] = {}
+    if kind == "train_step":
+        floors = {model: Measurement("skipped") for model in calls}  # no step timed, no floor
+        for model in list(repeats):
+            floor = _floor(workloads[model], device)
+            if isinstance(floor, Measurement):
+                floors[model] = floor
+            else:
+                timed_calls[f"{model} {FLOOR}"], repeats[f"{model} {FLOOR}"] = floor, repeats[model]
+    timed = time_interleaved(timed_calls, repeats, device, budget.warmup)
+    for name, timing in timed.items():
+        model, _, floor = name.partition(" ")
         if isinstance(timing, RuntimeError):
-            measured[model] = Measurement("error", note=_first_line(timing))
+            result = Measurement("error", note=_first_line(timing))
         else:
-            budget.record(model, kind, seq_len, timing.median_s)
-            measured[model] = Measurement("ok", timing, notes[model])
-    return measured
+            result = Measurement("ok", timing, "" if floor else notes[model])
+            if not floor:
+                budget.record(model, kind, seq_len, timing.median_s)
+        (floors if floor else measured)[model] = result
+    return measured, floors
+
+
+def _floor(workload: Workload, device: torch.device) -> Floor | Measurement:
+    """The model's floor (`workload.Floor`) on B*T tokens, called once untimed; a Measurement if none."""
+    if not projection_weights(workload.model):
+        return Measurement("off", note="no weight matrices")
+    try:
+        floor = Floor(workload.model, workload.x.shape[0] * workload.x.shape[1])
+        time_once(floor, device)  # first-call costs (allocation, kernel selection) stay out of the figure
+    except RuntimeError as error:
+        return Measurement("error", note=_first_line(error))
+    return floor
 
 
 def _plan(fn: Callable[[], object], calibrate: Callable[[int], object] | None, model: str, kind: str,
@@ -150,7 +187,7 @@ def _plan(fn: Callable[[], object], calibrate: Callable[[int], object] | None, m
         probe_s = time_once(fn, device)
     except RuntimeError as error:  # out of memory, an op missing for this dtype/device, ...
         return Measurement("error", note=_first_line(error))
-    plan = budget.after_probe(probe_s)
+    plan = budget.after_probe(probe_s, model)
     budget.record(model, kind, seq_len, probe_s)
     return Measurement("skipped", note=plan.note) if plan.repeats == 0 else plan
 

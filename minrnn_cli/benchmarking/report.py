@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from minrnn_cli.benchmarking.compare import comparisons
-from minrnn_cli.benchmarking.grid import KINDS, Cell
+from minrnn_cli.benchmarking.grid import FLOOR, KINDS, Cell
 
 RATIO_COLUMNS = [
     *(f"{kind}_speedup_vs_{baseline}" for kind in KINDS for baseline in ("fused", "loop")),
@@ -22,6 +22,8 @@ COLUMNS = [
     "n_params",
     *(f"{kind}_{part}" for kind in KINDS
       for part in ("ms", "min_ms", "max_ms", "repeats", "status")),
+    # the training step's floor (grid.FLOOR): its weight matmuls alone; x_floor = train_step_ms / floor_ms
+    "floor_ms", "floor_repeats", "floor_status", "floor_gflop", "x_floor",
     "peak_memory_mib", *RATIO_COLUMNS, "notes",
 ]
 
@@ -53,6 +55,14 @@ class BenchResult:
                 row[f"{prefix}_status"] = measured.status
                 if measured.note:
                     notes.append(f"{prefix}: {measured.note}")
+            floor = cell.measurements.get(FLOOR)
+            row["floor_ms"] = floor and floor.timing and floor.timing.median_s * 1e3
+            row["floor_repeats"] = floor and floor.timing and floor.timing.repeats
+            row["floor_status"] = floor.status if floor else "off"
+            row["floor_gflop"] = cell.floor_flops and cell.floor_flops / 1e9
+            row["x_floor"] = _ratio(row["train_step_ms"], row["floor_ms"])
+            if floor and floor.note:
+                notes.append(f"floor: {floor.note}")
             row["peak_memory_mib"] = cell.peak_bytes and cell.peak_bytes / 2**20
             if cell.memory_note:
                 notes.append(f"memory: {cell.memory_note}")
@@ -83,10 +93,11 @@ def tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
     rows = result.rows()
     train = (
         "Training step (forward + loss + backward): median of the repeats, ms",
-        ["T", "model", "step ms", "min-max", "x fused", "x loop", "peak MiB", "mem vs fused", "mem vs loop",
-         "mem vs minGRU"],
-        [[str(r["seq_len"]), r["model"], *_timing(r, "train_step"), _times(r["train_step_speedup_vs_fused"]),
-          _times(r["train_step_speedup_vs_loop"]), _number(r["peak_memory_mib"]),
+        ["T", "model", "step ms", "min-max", "floor ms", "x floor", "x fused", "x loop", "peak MiB",
+         "mem vs fused", "mem vs loop", "mem vs minGRU"],
+        [[str(r["seq_len"]), r["model"], *_timing(r, "train_step"), _floor(r), _times(r["x_floor"]),
+          _times(r["train_step_speedup_vs_fused"]), _times(r["train_step_speedup_vs_loop"]),
+          _number(r["peak_memory_mib"]),
           _percent(r["memory_vs_fused"]), _percent(r["memory_vs_loop"]), _percent(r["memory_vs_mingru"])]
          for r in rows],
     )
@@ -131,7 +142,11 @@ def markdown(result: BenchResult) -> str:
         f"(the budget may cut them to {config['min_repeats']}: see the CSV's *_repeats), "
         f"budget {config['budget_s']:g} s per measurement; cells predicted above "
         f"{meta['memory_limit_gib']:g} GiB are skipped.",
+        "Process settings (the same for every model): "
+        + ", ".join(f"{key}={value}" for key, value in meta.get("process_settings", {}).items()) + ".",
         f"Peak memory: {meta['memory_method']}.",
+        "Floor: the same model's weight matrices alone, multiplied forward and backward (grad of input and of "
+        "weight) over all B*T tokens, timed in the same rounds; x floor = step time / floor time.",
         "",
     ]
     for title, header, rows in tables(result):
@@ -152,6 +167,14 @@ def _timing(row: dict[str, object], prefix: str) -> tuple[str, str]:
         return ("-" if status == "off" else status), ""
     low, high = _number(row[f"{prefix}_min_ms"]), _number(row[f"{prefix}_max_ms"])
     return _number(row[f"{prefix}_ms"]), f"{low}-{high}"
+
+
+def _floor(row: dict[str, object]) -> str:
+    return _number(row["floor_ms"]) if row["floor_status"] == "ok" else "-"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator and denominator else None
 
 
 def _number(value: object) -> str:

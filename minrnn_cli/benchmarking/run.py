@@ -1,4 +1,5 @@
-"""`run_bench`: fix the environment, measure the grid, write the CSV/JSON/Markdown/PNG, print the tables."""
+"""`run_bench`: apply minrnn's process-wide settings, measure the grid, write the CSV/JSON/Markdown/PNG, print
+the tables."""
 
 from __future__ import annotations
 
@@ -13,28 +14,35 @@ from minrnn_cli.benchmarking import memory
 from minrnn_cli.benchmarking.config import BenchConfig
 from minrnn_cli.benchmarking.environment import (
     bench_device,
-    fix_threads,
     load_average,
     machine_info,
     memory_limit_bytes,
     resolve_dtype,
 )
-from minrnn_cli.benchmarking.grid import KINDS, Cell, measure_grid
+from minrnn_cli.benchmarking.grid import FLOOR, KINDS, Cell, measure_grid
 from minrnn_cli.benchmarking.report import BenchResult, print_tables, write_files
 from minrnn_cli.benchmarking.timing import timing_method
+from minrnn_cli.runtime import apply_process_settings, process_settings
 
 
 def run_bench(config: BenchConfig, out_dir: Path, command: str,
               console: Console | None = None) -> BenchResult:
-    """Measure `config`'s grid and write bench.csv, bench.json, bench.md (and bench.png) into `out_dir`."""
+    """Measure `config`'s grid and write bench.csv, bench.json, bench.md (and bench.png) into `out_dir`.
+
+    minrnn's process-wide settings (`minrnn_cli.runtime`, `threads` among them) are applied first and hold
+    for the whole run, so every model is measured under the same ones; bench.json's meta records them.
+    """
+    threads = apply_process_settings(config.threads)["torch_threads"]
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     device = bench_device(config.device)
     dtype = resolve_dtype(config.dtype)
-    threads = fix_threads(config)
     machine = machine_info(device, threads)
     max_memory = memory_limit_bytes(config, device)
+    settings = process_settings()
     console.print(f"minrnn bench on {machine.get('gpu') or machine['cpu']} ({device.type}, "
                   f"torch threads: {threads}, torch {machine['torch']}); results in {out_dir}")
+    console.print("process settings: " + ", ".join(f"{key}={value}" for key, value in settings.items())
+                  + " (the same for every model in this run)", highlight=False)
     cells = measure_grid(config, device, dtype, max_memory,
                          on_cell=lambda cell: console.print(_progress(cell)))
     machine["load_average_at_end"] = load_average()
@@ -43,6 +51,7 @@ def run_bench(config: BenchConfig, out_dir: Path, command: str,
             "command": command,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine,
+            "process_settings": settings,
             "config": asdict(config),
             "memory_method": memory.method(device),
             "memory_limit_gib": round(max_memory / 2**30, 2),
@@ -67,6 +76,9 @@ def _progress(cell: Cell) -> str:
         measured = cell.measurements[kind]
         value = f"{measured.timing.median_s * 1e3:.3g} ms" if measured.timing else measured.status
         parts.append(f"{kind} {value}")
+    floor = cell.measurements.get(FLOOR)
+    if floor and floor.timing:
+        parts.append(f"floor {floor.timing.median_s * 1e3:.3g} ms")
     if cell.peak_bytes:
         parts.append(f"peak {cell.peak_bytes / 2**20:.3g} MiB")
     return f"  {cell.model:<10} T={cell.seq_len:<5} " + ", ".join(parts)

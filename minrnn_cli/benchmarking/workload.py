@@ -6,10 +6,11 @@ Three workloads share one stack and one input:
 - `train_step`: forward, loss (MSE to a fixed random target), backward; optionally AdamW's step.
 - `prefill`: the parallel forward over all T tokens, without autograd.
 - `decode`: `decode_tokens` calls of `step`, one token each, continuing from the state `prepare_decode`
-  left (the prefill's, computed untimed; mambapy's parallel path returns no state, so Mamba decodes from
-  its zero state: same cost per token for a recurrent model).
+  left (the prefill's, computed untimed; every mixer's parallel call returns its state, Mamba's included).
 `train_step` and `prefill` take an optional shorter `length` (a prefix of the input): the budget's
 calibration call, which predicts a long sequence's cost without running it.
+`Floor` is the training step's reference: the same stack's weight matrices alone, multiplied forward and
+backward over all B*T tokens (the matmuls no implementation of the layer can avoid), timed beside it.
 """
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ class Workload:
         return count_params(self.model)
 
     def train_step(self, length: int | None = None) -> None:
+        """Forward, loss and backward, the gradient of the input included: the stack as a layer inside a
+        network, where the input is the layer below's output (and as the floor counts its matmuls)."""
         self.model.zero_grad(set_to_none=True)
-        y, _ = self.model(self.x[:, :length])
+        x = self.x[:, :length].detach().requires_grad_()
+        y, _ = self.model(x)
         F.mse_loss(y, self.target[:, :length]).backward()
         if self.optimizer is not None:
             self.optimizer.step()
@@ -94,3 +98,50 @@ class Workload:
             for state in self.optimizer.state.values():
                 tensors.extend(v for v in state.values() if torch.is_tensor(v))
         return tensor_bytes(tensors)
+
+
+def projection_weights(module: nn.Module) -> list[tuple[str, Tensor]]:
+    """Every weight matrix (out, in) of `module`: its 2-d parameters whose own name starts with "weight".
+
+    That is each `nn.Linear`'s weight, `nn.GRU` / `nn.LSTM`'s `weight_ih_l*` and `weight_hh_l*`, the loop
+    baselines' own `weight_*`, Mamba's in/x/dt/out projections and the Transformer's qkv and out. Not taken:
+    biases and norm scales (1-d), convolution kernels (3-d) and other 2-d parameters that are no matmul
+    operand, such as Mamba's `A_log` (the diagonal state matrix).
+    """
+    return [(name, parameter) for name, parameter in module.named_parameters()
+            if parameter.dim() == 2 and name.rsplit(".", 1)[-1].startswith("weight")]
+
+
+class Floor:
+    """The matmuls a layer of the model cannot avoid: for every weight W (out, in) of the model
+    (`projection_weights`), a (tokens, in) input X times W^T forward, and backward the gradient of the input
+    (G @ W) and of W (G^T @ X), G (tokens, out) standing in for the gradient from above. `tokens` = B*T: a
+    recurrent weight (GRU / LSTM `weight_hh`) counts as one matmul batched over every step, a lower bound
+    on its T small ones. No bias, activation, scan, convolution or loss: those are what the model adds (for
+    Mamba: the convolution, discretisation and selective scan). The input gradient is counted for every
+    weight, as inside a network; the timed training step computes it too (`Workload.train_step`).
+    """
+
+    def __init__(self, model: nn.Module, tokens: int):
+        first = next(model.parameters())
+        operands: dict[int, Tensor] = {}  # one random (tokens, n) tensor per width n, shared by the weights
+
+        def operand(width: int) -> Tensor:
+            if width not in operands:
+                operands[width] = torch.randn(tokens, width, device=first.device, dtype=first.dtype)
+            return operands[width]
+
+        weights = [weight.detach() for _, weight in projection_weights(model)]
+        self._calls = [(weight, operand(weight.shape[1]), operand(weight.shape[0])) for weight in weights]
+
+    def __call__(self) -> None:
+        with torch.no_grad():
+            for weight, x, grad in self._calls:  # each product is dropped at once, as a layer's would be
+                torch.mm(x, weight.t())
+                torch.mm(grad, weight)
+                torch.mm(grad.t(), x)
+
+
+def floor_flops(model: nn.Module, tokens: int) -> int:
+    """Floating-point operations of one `Floor` call: 3 matmuls of tokens x in x out per weight, 2 per multiply-add."""
+    return sum(6 * tokens * weight.shape[0] * weight.shape[1] for _, weight in projection_weights(model))

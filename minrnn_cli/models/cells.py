@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minrnn_cli.scans import log_scan, resolve_backend, scan
+from minrnn_cli.scans import resolve_backend, scan
 from minrnn_cli.scans.fused import (
     N_GATES,
     fused_cell_scan,
@@ -36,6 +36,8 @@ from minrnn_cli.scans.fused import (
     split_gates,
     split_projection,
 )
+from minrnn_cli.scans.fused import cpu as compiled_kernels
+from minrnn_cli.scans.log_space import log_scan_from_state
 
 
 def g(x: Tensor) -> Tensor:
@@ -104,18 +106,29 @@ class _MinimalRNN(nn.Module):
         return h0.to(like.dtype).expand(batch_size, -1)
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner))."""
+        """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner)).
+
+        T must be at least 1: an empty sequence is a ValueError on every backend, as in `scans.scan`.
+        With bfloat16/float16 the recurrence accumulates in float32 on every backend; y comes in x's dtype.
+        """
+        if x.dim() != 3 or x.shape[1] < 1:
+            name = type(self).__name__
+            raise ValueError(f"{name} needs x (B, T, d_model) with a sequence of length T >= 1; got {tuple(x.shape)}")
         h0 = self.initial_state(x.shape[0], x) if state is None else state
         hidden = self.to_hidden(x)
         backend = resolve_backend(self.backend_choice, x.device)
-        if has_fused_path(self.cell_kind, backend):  # gates computed inside the scan
+        if has_fused_path(self.cell_kind, backend, hidden):  # gates computed inside the scan
             h, h_last = fused_cell_scan(hidden, h0, self.cell_kind, self.log_space, self.normalize, backend)
             return self.to_out(h), h_last
         gate_pre, candidate_pre = split_projection(hidden, self.n_gates)
-        if backend == "log" and self.log_space:
+        if backend == "log" and self.log_space:  # gates in float32 at least, as on the other backends
+            compute = hidden.dtype if hidden.dtype in (torch.float32, torch.float64) else torch.float32
+            gate_pre, candidate_pre = gate_pre.to(compute), candidate_pre.to(compute)
             log_a, log_input = self.log_gates(gate_pre)
-            log_h0 = None if h0 is None else torch.log(h0)
-            h, h_last = log_scan(log_a, log_input + log_g(candidate_pre), log_h0)
+            # h0 in linear space: a state may be exactly 0 (underflow, or zeros given), where log has no gradient
+            h0 = None if h0 is None else h0.to(compute)
+            h, h_last = log_scan_from_state(log_a, log_input + log_g(candidate_pre), h0)
+            h, h_last = h.to(hidden.dtype), h_last.to(hidden.dtype)
         else:
             a, input_gate = self.gates(gate_pre)
             h, h_last = scan(a, input_gate * self._candidate(candidate_pre), h0, backend=backend)
@@ -123,10 +136,16 @@ class _MinimalRNN(nn.Module):
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sequential mode, one token x_t: (B, d_model), O(1) state. Returns (y_t, new state)."""
-        gate_pre, candidate_pre = split_projection(self.to_hidden(x_t), self.n_gates)
+        hidden = self.to_hidden(x_t)
+        h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
+        if resolve_backend(self.backend_choice, x_t.device) == "linear" and compiled_kernels.handles(hidden):
+            # one compiled call for the gates and the update, instead of a handful of small ops
+            _, h = fused_cell_scan(hidden.unsqueeze(1), h_prev, self.cell_kind, self.log_space, self.normalize,
+                                   "linear")
+            return self.to_out(h), h
+        gate_pre, candidate_pre = split_projection(hidden, self.n_gates)
         a, input_gate = self.gates(gate_pre)
         h = input_gate * self._candidate(candidate_pre)
-        h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
         if h_prev is not None:
             h = h + a * h_prev
         return self.to_out(h), h

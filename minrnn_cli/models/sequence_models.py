@@ -25,10 +25,6 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.norm = make_norm(norm, d_model)
 
-    @property
-    def carries_parallel_state(self) -> bool:
-        return all(getattr(block.mixer, "carries_parallel_state", True) for block in self.blocks)
-
     def forward(self, idx: Tensor, state: list | None = None) -> tuple[Tensor, list]:
         return self.mix(self.embed(idx), state)
 
@@ -62,13 +58,8 @@ class LanguageModel(nn.Module):
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
         """Continue idx (B, T) by max_new_tokens sampled tokens: prefill the prompt, then one step a token."""
-        if self.backbone.carries_parallel_state:
-            logits, state = self(idx)
-            logits = logits[:, -1]
-        else:
-            state = None
-            for t in range(idx.shape[1]):
-                logits, state = self.step(idx[:, t], state)
+        logits, state = self(idx)
+        logits = logits[:, -1]
         out = [idx]
         for _ in range(max_new_tokens):
             token = _sample(logits, temperature, top_k, generator)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from minrnn_cli.scans.linear import linear_scan
 from minrnn_cli.scans.log_space import log_scan, signed_log_scan
+from minrnn_cli.scans.selective import selective_scan
 from minrnn_cli.scans.sequential import sequential_scan
 from minrnn_cli.scans.triton_scan import triton_importable, triton_linear_scan
 
@@ -43,7 +44,7 @@ def resolve_backend(backend: str, device: torch.device | None = None) -> str:
 def scan(a: Tensor, b: Tensor, h0: Tensor | None = None, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Run h_t = a_t * h_{t-1} + b_t along dim 1. a, b: (B, T, D); h0: (B, D) or None for zeros.
 
-    Returns (h, h_last) with h of shape (B, T, D) and h_last of shape (B, D).
+    Returns (h, h_last) with h of shape (B, T, D) and h_last of shape (B, D). T = 0 is a ValueError.
     """
     resolved = resolve_backend(backend, b.device)
     if a.shape != b.shape or a.dim() != 3:
@@ -65,4 +66,4 @@ def scan(a: Tensor, b: Tensor, h0: Tensor | None = None, backend: str = "auto") 
 _ACCUMULATE = torch.float32
 _FULL_PRECISION = (torch.float32, torch.float64)
 
-__all__ = ["BACKENDS", "log_scan", "resolve_backend", "scan", "sequential_scan"]
+__all__ = ["BACKENDS", "log_scan", "resolve_backend", "scan", "selective_scan", "sequential_scan"]

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from minrnn_cli.errors import UserError
+from minrnn_cli.runtime import apply_process_settings, process_settings
 from minrnn_cli.tracking.records import earlier_run, write_results
 from minrnn_cli.training.settings import check_generate_config, check_runtime, check_train_config
 
@@ -31,6 +32,7 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict 
     check_train_config(cfg)
     check_model_config(cfg.model)
     require_unused(run_dir)
+    apply_process_settings()
     replica = init_process_group()  # several ranks under torchrun or a multi-task submitit job
     try:
         trained = train(cfg, run_dir, OUTPUTS_ROOT, replica, group)
@@ -40,7 +42,7 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict 
     shutdown()
     if not replica.is_main:
         return None  # rank 0 writes the results
-    results = trained.results
+    results = {**trained.results, "process_settings": process_settings()}
     console = Console()
     if cfg.task.get("sample_chars", 0):
         sample = closing_sample(trained, cfg.task.sample_chars, cfg.trainer.seed)
@@ -94,6 +96,7 @@ def load_trained(cfg: DictConfig):
     from minrnn_cli.training.model_setup import build_task_model
 
     check_runtime(cfg.trainer)
+    apply_process_settings()
     device = resolve_device(cfg.trainer.device)
     path = checkpoint_path(cfg.checkpoint)
     payload = load_checkpoint(path)
