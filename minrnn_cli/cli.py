@@ -126,6 +126,9 @@ def report(
 
 
 def main() -> None:
+    from minrnn_cli.streams import survive_closed_pipes
+
+    survive_closed_pipes()  # a reader that goes away (`| head`) must not cost a run its results
     app(prog_name="minrnn")
 
 

@@ -5,6 +5,7 @@ one-line error), and what marks a folder as already holding a run."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
@@ -48,8 +49,11 @@ def copy_metrics(source_dir: Path, run_dir: Path, up_to_step: int) -> None:
 
 
 def write_results(run_dir: Path, results: dict) -> Path:
+    """results.json, written to a temporary name and renamed: whole or not at all."""
     path = run_dir / RESULTS_FILE
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(partial, path)
     return path
 
 

@@ -43,15 +43,21 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict 
     if not replica.is_main:
         return None  # rank 0 writes the results
     results = {**trained.results, "process_settings": process_settings()}
+    write_results(run_dir, results)  # the finished training's results, before anything optional runs
     console = Console()
     if cfg.task.get("sample_chars", 0):
-        sample = closing_sample(trained, cfg.task.sample_chars, cfg.trainer.seed)
-        (run_dir / "sample.txt").write_text(sample)
-        results["sample"] = sample
-        console.rule("sample from the best checkpoint")
-        console.print(sample, markup=False, highlight=False)
-        console.rule()
-    write_results(run_dir, results)
+        try:
+            sample = closing_sample(trained, cfg.task.sample_chars, cfg.trainer.seed)
+        except Exception as error:  # optional: a failure is a warning, the results stay written
+            log.warning(f"the closing text sample failed ({type(error).__name__}: {error}); the run's results "
+                        f"are in {run_dir / 'results.json'}")
+        else:
+            (run_dir / "sample.txt").write_text(sample)
+            results["sample"] = sample
+            write_results(run_dir, results)
+            console.rule("sample from the best checkpoint")
+            console.print(sample, markup=False, highlight=False)
+            console.rule()
     shown = {key: value for key, value in results.items() if key != "sample"}  # the sample is printed above
     console.print(summary_table(f"{cfg.model.name} on {cfg.task.name}", shown))
     console.print(f"run folder: {run_dir}")
