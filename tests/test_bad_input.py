@@ -85,6 +85,9 @@ CASES = [
          ["garbage.pt is not readable"]),
     Case("resume-finished-run", ["train", *TINY, "trainer.resume={ckpt}"],
          ["is at step 4", "trainer.max_steps=4", "nothing left to train"]),
+    Case("resume-changed-optimiser", ["train", *TINY, "trainer.max_steps=8", "optim.lr=0.5",
+                                      "trainer.resume={ckpt}"],
+         ["different optim config (optim.lr=0.003 there, 0.5 here)", "same optim settings"]),
     # ---- eval ----------------------------------------------------------------------------------------------
     Case("eval-missing-checkpoint", ["eval", "checkpoint={ws}/nope.pt", "trainer.device=cpu"],
          ["nope.pt does not exist"]),
@@ -94,6 +97,10 @@ CASES = [
          ["foreign.pt is not a minrnn checkpoint"]),
     Case("eval-no-latest-checkpoint", ["eval", "trainer.device=cpu"], ["checkpoint=latest", "checkpoint=PATH"]),
     Case("eval-unknown-key", ["eval", "foo=1"], ["unknown key 'foo'", "checkpoint"]),
+    Case("eval-model-override", ["eval", "checkpoint={ckpt}", "+model=minlstm"],
+         ["model=... is not taken here", "come from the checkpoint"]),
+    Case("generate-task-override", ["generate", "checkpoint={ckpt}", "++task.seq_len=8"],
+         ["task=... is not taken here", "come from the checkpoint"]),
     Case("eval-unknown-device", ["eval", "checkpoint={ckpt}", "trainer.device=tpu"], ["trainer.device='tpu'"]),
     # ---- generate ------------------------------------------------------------------------------------------
     Case("generate-from-non-text-model", ["generate", "checkpoint={ckpt}", "trainer.device=cpu"],

@@ -174,3 +174,39 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_as_the_newest(tm
         save_checkpoint(last, step=2, **state)
     assert load_checkpoint(last)["step"] == 1
     assert latest_resumable(tmp_path / "outputs", config) == last
+
+
+def test_resume_auto_finds_each_sweep_jobs_own_unfinished_run(tmp_path):
+    """Two jobs that differ only in their seed, one finished: auto picks the unfinished run of this seed only."""
+    from omegaconf import OmegaConf
+
+    from minrnn_cli.training.checkpoint import latest_resumable
+
+    def job(name: str, seed: int, finished: bool) -> Path:
+        run_dir = tmp_path / "outputs" / "multirun" / "sweep" / name
+        (run_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save({"model": {"name": "mingru"}, "trainer": {"seed": seed, "max_steps": 4, "resume": None}},
+                       run_dir / ".hydra" / "config.yaml")
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+        if finished:
+            (run_dir / "results.json").write_text("{}")
+        return run_dir / "checkpoints" / "last.pt"
+
+    own = job("0", seed=1, finished=False)
+    job("1", seed=2, finished=False)
+    job("2", seed=3, finished=True)
+    wanted = OmegaConf.create({"model": {"name": "mingru"},
+                               "trainer": {"seed": 1, "max_steps": 8, "resume": "auto"}, "logger": {"name": "none"}})
+    assert latest_resumable(tmp_path / "outputs", wanted) == own
+    assert latest_resumable(tmp_path / "outputs", OmegaConf.merge(wanted, {"trainer": {"seed": 3}})) is None
+    assert latest_resumable(tmp_path / "outputs", OmegaConf.merge(wanted, {"trainer": {"seed": 9}})) is None
+
+
+def test_an_interrupted_sweep_job_advises_resume_auto_not_a_checkpoint_path():
+    from minrnn_cli.training.signals import Interrupted
+
+    stopped = Interrupted(signal.SIGINT, 3, Path("outputs/multirun/s/0/checkpoints/last.pt"))
+    assert "trainer.resume=outputs/multirun/s/0/checkpoints/last.pt" in str(stopped)  # a single run
+    advice = stopped.sweep_advice()
+    assert "trainer.resume=auto" in advice and "trainer.resume=outputs" not in advice

@@ -114,6 +114,8 @@ def _fail(error: Exception, cfg):
     if not user_mistake and not multirun:
         raise error  # a bug: Hydra prints the stack trace
     message = one_line(_describe_job_error(error) if user_mistake else f"{type(error).__name__}: {error}")
+    if multirun and hasattr(error, "sweep_advice"):  # an interrupted sweep: never one job's checkpoint for all
+        message = error.sweep_advice()
     run_dir = job_dir()
     if run_dir is not None and run_dir.is_dir():
         if not multirun and holds_only_bookkeeping(run_dir):

@@ -94,17 +94,35 @@ def find_latest(root: Path, filename: str) -> Path | None:
     return candidates[0] if candidates else None
 
 
+# Keys a resumed run may set differently from the run it continues: where and how long it runs, how often it
+# reports, where it logs. Everything else must match for `trainer.resume=auto` to pick a run up.
+MAY_CHANGE_ON_RESUME = {"hydra": None, "logger": None,
+                        "trainer": ("resume", "max_steps", "device", "eval_every", "log_every", "compile")}
+
+
+def resume_identity(config) -> dict:
+    """The part of a composed config that identifies a run for `trainer.resume=auto`."""
+    container = OmegaConf.to_container(config, resolve=False) if not isinstance(config, dict) else dict(config)
+    identity = {}
+    for key, value in container.items():
+        if key in MAY_CHANGE_ON_RESUME and MAY_CHANGE_ON_RESUME[key] is None:
+            continue
+        if key in MAY_CHANGE_ON_RESUME and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in MAY_CHANGE_ON_RESUME[key]}
+        identity[key] = value
+    return identity
+
+
 def latest_resumable(root: Path, config) -> Path | None:
-    """The newest `checkpoints/last.pt` under root of a run with the same model and task config (what
-    `trainer.resume=auto` continues). Files are renamed into place whole, so every last.pt is complete."""
-    wanted = {group: OmegaConf.to_container(config[group], resolve=False) for group in ("model", "task")}
+    """The newest `checkpoints/last.pt` under root of an unfinished run (no results.json) whose config is this
+    one but for MAY_CHANGE_ON_RESUME: what `trainer.resume=auto` continues. So the jobs of a sweep each find
+    their own run, never another job's. Files are renamed into place whole, so every last.pt is complete."""
+    wanted = resume_identity(config)
     candidates = sorted(root.glob("**/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for candidate in candidates:
-        config_file = candidate.parent.parent / ".hydra" / "config.yaml"
-        if config_file.is_file():
-            earlier = OmegaConf.load(config_file)
-            if all(OmegaConf.to_container(earlier.get(group, {}), resolve=False) == wanted[group]
-                   for group in wanted):
-                return candidate
+        run_dir = candidate.parent.parent
+        config_file = run_dir / ".hydra" / "config.yaml"
+        finished = (run_dir / "results.json").exists()
+        if config_file.is_file() and not finished and resume_identity(OmegaConf.load(config_file)) == wanted:
+            return candidate
     return None
-

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minrnn_cli.device import autocast, resolve_device
@@ -171,7 +171,8 @@ def resume(run: Run, runs_root: Path) -> None:
 
 
 def resume_path(resume: str | None, cfg: DictConfig, runs_root: Path) -> Path | None:
-    """The checkpoint to continue from: a path, `auto` (newest last.pt of this model and task config), or None."""
+    """The checkpoint to continue from: a path, `auto` (the newest last.pt of this model, task and optim
+    config), or None."""
     if resume is None:
         return None
     if resume == "auto":
@@ -183,16 +184,24 @@ def resume_path(resume: str | None, cfg: DictConfig, runs_root: Path) -> Path | 
     return Path(resume).expanduser()
 
 
+RESUMED_AS_SAVED = {  # groups a resumed run must keep: the checkpoint carries their state
+    "model": "resume with the same model settings",
+    "task": "resume with the same task settings",
+    "optim": "a resumed run continues the checkpoint's optimiser and schedule: resume with the same optim "
+             "settings, or start a new run (trainer.resume=null) to train with these",
+}
+
+
 def check_resumable(payload: dict, cfg: DictConfig, path: Path) -> None:
-    """A run continues only with the model and task it was started with."""
-    for group in ("model", "task"):
-        theirs, ours = payload["config"].get(group, {}), dict(cfg[group])
+    """A run continues only with the model, task and optimiser it was started with (a config that did not
+    run is never recorded as this run's)."""
+    for group, advice in RESUMED_AS_SAVED.items():
+        theirs, ours = payload["config"].get(group, {}), OmegaConf.to_container(cfg[group], resolve=True)
         if theirs != ours:
             keys = ["name"] if theirs.get("name") != ours.get("name") else sorted({*theirs, *ours})
             differ = ", ".join(f"{group}.{key}={theirs.get(key)!r} there, {ours.get(key)!r} here"
                                for key in keys if theirs.get(key) != ours.get(key))
-            raise UserError(f"checkpoint {path} was trained with a different {group} config ({differ}); "
-                            f"resume with the same {group} settings")
+            raise UserError(f"checkpoint {path} was trained with a different {group} config ({differ}); {advice}")
     if payload["step"] >= cfg.trainer.max_steps:
         raise UserError(f"checkpoint {path} is at step {payload['step']}, not below "
                         f"trainer.max_steps={cfg.trainer.max_steps}; nothing left to train")

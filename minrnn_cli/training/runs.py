@@ -19,6 +19,7 @@ from minrnn_cli.training.settings import check_generate_config, check_runtime, c
 log = logging.getLogger("minrnn")
 OUTPUTS_ROOT = Path("outputs")
 SAMPLE_TEMPERATURE = 0.8  # the closing sample of a text model's training run
+TRAIN_ONLY_GROUPS = ("model", "task", "optim", "logger", "experiment")  # eval and generate read the checkpoint
 
 
 def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict | None:
@@ -102,6 +103,10 @@ def load_trained(cfg: DictConfig):
     from minrnn_cli.training.model_setup import build_task_model
 
     check_runtime(cfg.trainer)
+    given = [group for group in TRAIN_ONLY_GROUPS if group in cfg]
+    if given:
+        raise UserError(f"{given[0]}=... is not taken here: the model and task come from the checkpoint "
+                        f"(checkpoint={cfg.checkpoint}); drop the {given[0]} override")
     apply_process_settings()
     device = resolve_device(cfg.trainer.device)
     path = checkpoint_path(cfg.checkpoint)

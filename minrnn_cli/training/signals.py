@@ -27,6 +27,12 @@ class Interrupted(UserError):
         super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}, saved {checkpoint}; continue "
                          f"with the same command plus trainer.resume={checkpoint}")
         self.exit_code = 128 + signum
+        self.where = f"stopped by {signal.Signals(signum).name} at step {step}, saved {checkpoint}"
+
+    def sweep_advice(self) -> str:
+        """The advice for a job of a sweep: each job must continue its own run, so no checkpoint path."""
+        return (f"error: {self.where}; continue the sweep with the same command plus trainer.resume=auto (each "
+                "job then continues its own unfinished run; finished jobs train again)")
 
 
 class StopRequest:
