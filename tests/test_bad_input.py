@@ -3,6 +3,7 @@ allowed, a non-zero exit, no traceback, and leaves nothing behind that looks lik
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import subprocess
@@ -34,7 +35,8 @@ CASES = [
     # ---- train: config values --------------------------------------------------------------------------
     Case("unknown-group-option", ["train", *TINY, "model=nope"], ["unknown model 'nope'", "mingru, minlstm"]),
     Case("unknown-option-in-sweep", ["train", "-m", *TINY, "model=mingru,nope"], ["'nope'", "mingru"]),
-    Case("unknown-hydra-option", ["train", *TINY, "hydra/launcher=nope"], ["'hydra/launcher/nope'", "basic, joblib"]),
+    # the launchers listed: basic and minrnn's own, joblib too with the sweeps extra (so not asserted)
+    Case("unknown-hydra-option", ["train", *TINY, "hydra/launcher=nope"], ["'hydra/launcher/nope'", "basic"]),
     Case("missing-config-dir", ["train", "-cd", "{ws}/no_configs", *TINY], ["no_configs' not found"]),
     Case("unknown-key", ["train", *TINY, "trainer.foo=1"], ["'trainer.foo'", "max_steps", "+trainer.foo="]),
     Case("wrong-type-integer", ["train", *TINY, "trainer.max_steps=abc"], ["trainer.max_steps='abc'", "integer >= 1"]),
@@ -61,6 +63,10 @@ CASES = [
     Case("empty-text-file", ["train", *TEXT, "task.data_path={ws}/empty.txt"], ["empty.txt is empty", "UTF-8"]),
     Case("binary-text-file", ["train", *TEXT, "task.data_path={ws}/random.bin"], ["random.bin is not UTF-8 text"]),
     Case("text-file-with-nul-bytes", ["train", *TEXT, "task.data_path={ws}/nul.txt"], ["nul.txt looks binary"]),
+    Case("data-path-is-a-pipe", ["train", *TEXT, "task.data_path={ws}/a_pipe"],
+         ["a_pipe is not a regular file", "UTF-8 text file"]),
+    Case("late-non-utf8-byte", ["train", *TEXT, "task.data_path={ws}/late_latin1.txt"],
+         ["late_latin1.txt is not UTF-8 text (byte 2000003)"]),
     Case("seq-len-longer-than-data", ["train", *TEXT, "task.data_path={ws}/short.txt", "task.seq_len=64"],
          ["task.seq_len=64", "has 12 characters", "task.seq_len <= 11"]),
     Case("batch-larger-than-data", ["train", *TEXT, "task.data_path={ws}/short.txt", "task.batch_size=64"],
@@ -106,7 +112,9 @@ CASES = [
     Case("generate-from-non-text-model", ["generate", "checkpoint={ckpt}", "trainer.device=cpu"],
          ["selective_copying model", "generate needs a text model"]),
     Case("generate-zero-tokens", ["generate", "checkpoint={ckpt}", "max_new_tokens=0"],
-         ["max_new_tokens=0", "integer >= 1"]),
+         ["max_new_tokens=0", "integer from 1 to 1,000,000"]),
+    Case("generate-too-many-tokens", ["generate", "checkpoint={ckpt}", "max_new_tokens=10000000000"],
+         ["max_new_tokens=10000000000", "integer from 1 to 1,000,000"]),
     Case("generate-negative-temperature", ["generate", "checkpoint={ckpt}", "temperature=-1"],
          ["temperature=-1", ">= 0"]),
     Case("generate-zero-top-k", ["generate", "checkpoint={ckpt}", "top_k=0"], ["top_k=0", "integer >= 1"]),
@@ -133,6 +141,8 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     (ws / "empty.txt").write_bytes(b"")
     (ws / "random.bin").write_bytes(bytes(range(128, 256)) * 8)
     (ws / "nul.txt").write_bytes(b"abc\x00def" * 20)
+    os.mkfifo(ws / "a_pipe")  # reading it would wait for a writer forever
+    (ws / "late_latin1.txt").write_bytes(b"a" * 2_000_000 + "caf\u00e9".encode("latin-1"))  # past the first chunk
     (ws / "short.txt").write_text("to be or not to be " * 6)  # 114 characters: a 12-character validation split
     (ws / "garbage.pt").write_bytes(b"this is not a checkpoint")
     (ws / "aan").mkdir()

@@ -70,13 +70,14 @@ def test_ctrl_c_saves_last_checkpoint_and_exits_130(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGINT)  # Python's handler, or SIG_IGN under nohup or `&` in a script
     threading.Thread(target=press_ctrl_c_once_training, daemon=True).start()
     result = invoke(["train", *TINY, *LONG, f"hydra.run.dir={run_dir}"])
     line = assert_one_line_error(result, 128 + signal.SIGINT)
     assert "stopped by SIGINT at step" in line and "trainer.resume=" in line
     step = int(re.search(r"at step (\d+)", line).group(1))
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == step
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers are put back
+    assert signal.getsignal(signal.SIGINT) == before  # handlers are put back
 
 
 def test_resume_auto_after_sigkill_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -176,11 +177,11 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_as_the_newest(tm
     assert latest_resumable(tmp_path / "outputs", config) == last
 
 
-def test_resume_auto_finds_each_sweep_jobs_own_unfinished_run(tmp_path):
+def test_resume_auto_finds_each_sweep_jobs_own_unfinished_run(tmp_path, caplog):
     """Two jobs that differ only in their seed, one finished: auto picks the unfinished run of this seed only."""
     from omegaconf import OmegaConf
 
-    from minrnn_cli.training.checkpoint import latest_resumable
+    from minrnn_cli.training.checkpoint import FORMAT, REQUIRED_KEYS, VERSION, latest_resumable
 
     def job(name: str, seed: int, finished: bool) -> Path:
         run_dir = tmp_path / "outputs" / "multirun" / "sweep" / name
@@ -188,7 +189,8 @@ def test_resume_auto_finds_each_sweep_jobs_own_unfinished_run(tmp_path):
         OmegaConf.save({"model": {"name": "mingru"}, "trainer": {"seed": seed, "max_steps": 4, "resume": None}},
                        run_dir / ".hydra" / "config.yaml")
         (run_dir / "checkpoints").mkdir()
-        (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+        torch.save({"format": FORMAT, "version": VERSION, **dict.fromkeys(REQUIRED_KEYS, {}), "step": 1},
+                   run_dir / "checkpoints" / "last.pt")
         if finished:
             (run_dir / "results.json").write_text("{}")
         return run_dir / "checkpoints" / "last.pt"
@@ -201,6 +203,16 @@ def test_resume_auto_finds_each_sweep_jobs_own_unfinished_run(tmp_path):
     assert latest_resumable(tmp_path / "outputs", wanted) == own
     assert latest_resumable(tmp_path / "outputs", OmegaConf.merge(wanted, {"trainer": {"seed": 3}})) is None
     assert latest_resumable(tmp_path / "outputs", OmegaConf.merge(wanted, {"trainer": {"seed": 9}})) is None
+
+    # a newer run of the same config with a damaged checkpoint, and one with a damaged config: skipped, warned
+    newer = job("3", seed=1, finished=False)
+    newer.write_bytes(b"PK\x03\x04 half a zip")
+    damaged_config = job("4", seed=1, finished=False)
+    (damaged_config.parent.parent / ".hydra" / "config.yaml").write_text("model: {name: [unclosed\n")
+    with caplog.at_level("WARNING", logger="minrnn"):
+        assert latest_resumable(tmp_path / "outputs", wanted) == own
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "skipped" in warned and "config.yaml is damaged" in warned and "is not readable" in warned
 
 
 def test_an_interrupted_sweep_job_advises_resume_auto_not_a_checkpoint_path():

@@ -209,6 +209,42 @@ def test_generate_greedy_step_mode_matches_the_parallel_model(reference, tmp_pat
     assert text in result.stdout
 
 
+@pytest.mark.parametrize("temperature", ["1e-30", "1e30"])
+def test_generate_at_extreme_temperatures_samples_a_valid_distribution(reference, tmp_path, temperature):
+    """1e-30 overflowed logits / T to inf and softmax to NaN (a traceback); now it is the greedy choice."""
+    _, run_dir, _ = reference
+    best = run_dir / "checkpoints" / "best.pt"
+    run_ok(tmp_path, "generate", f"checkpoint={best}", "prompt=ROMEO:", "max_new_tokens=12",
+           f"temperature={temperature}", "trainer.device=cpu")
+    text = (newest_run_dir(tmp_path) / "sample.txt").read_text()
+    assert len(text) == 6 + 12
+    if temperature == "1e-30":
+        assert text == greedy_reference(best, "ROMEO:", 12)
+
+
+def test_generate_streams_its_text_and_ctrl_c_keeps_what_was_shown(reference, tmp_path):
+    """A long sample prints as it goes: text arrives while the process still runs, and after Ctrl-C the
+    characters already shown stay, with exit code 130."""
+    from cli_faults import subprocess_env
+
+    _, run_dir, _ = reference
+    command = [sys.executable, "-m", "minrnn_cli", "generate", f"checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
+               "prompt=ROMEO:", "max_new_tokens=1000000", "trainer.device=cpu"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        shown = b""  # the log line of the loaded checkpoint, then the prompt and the first sampled characters
+        while (b"ROMEO:" not in shown or len(shown.split(b"ROMEO:", 1)[1]) < 40) and process.poll() is None:
+            shown += process.stdout.read1(64)
+        assert process.poll() is None and len(shown.split(b"ROMEO:", 1)[1]) >= 40
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, errors.decode()[-2000:]
+    assert "Traceback" not in errors.decode()
+
+
 def test_generate_sampling_is_seeded(reference, tmp_path):
     _, run_dir, _ = reference
     args = ["generate", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", "prompt=KING:", "max_new_tokens=30"]

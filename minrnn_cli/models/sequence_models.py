@@ -56,14 +56,17 @@ class LanguageModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
-        """Continue idx (B, T) by max_new_tokens sampled tokens: prefill the prompt, then one step a token."""
+                 generator: torch.Generator | None = None, on_token=None) -> Tensor:
+        """Continue idx (B, T) by max_new_tokens sampled tokens: prefill the prompt, then one step a token.
+        `on_token(token)` is called with each new (B,) token as soon as it is drawn (to stream it)."""
         logits, state = self(idx)
         logits = logits[:, -1]
         out = [idx]
         for _ in range(max_new_tokens):
             token = _sample(logits, temperature, top_k, generator)
             out.append(token.unsqueeze(1))
+            if on_token is not None:
+                on_token(token)
             logits, state = self.step(token, state)
         return torch.cat(out, dim=1)
 
@@ -71,7 +74,9 @@ class LanguageModel(nn.Module):
 def _sample(logits: Tensor, temperature: float, top_k: int | None, generator) -> Tensor:
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    # shifted so the largest logit is 0 before dividing: a tiny temperature gives -inf (probability 0), never
+    # inf - inf = NaN, and a huge one a uniform distribution; the same distribution otherwise
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -7,8 +7,10 @@ offline and cached; the vocabulary is every character of the text (65 for Tiny S
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +23,40 @@ from minrnn_cli.paths import shakespeare_path
 from minrnn_cli.tasks.base import Task, random_offsets, require_at_least
 
 TRAIN_FRACTION = 0.9
+TEXT_CHUNK = 1 << 20  # bytes checked at a time
 EVAL_SEED = 0
 
 
 def check_text_file(path: Path) -> None:
-    """A one-line UserError unless `path` is a readable, non-empty UTF-8 text file."""
+    """A one-line UserError unless `path` is a readable, non-empty UTF-8 text file. Read in chunks, so a
+    binary file is refused at its first chunk and memory stays flat; a pipe or device is never opened."""
     wanted = "give a readable UTF-8 text file, or task.data_path=null for the bundled Tiny Shakespeare"
     try:
-        raw = path.read_bytes()
+        mode, size = path.stat().st_mode, path.stat().st_size
     except OSError as error:
         raise UserError(f"task.data_path={path}: cannot read it ({error.strerror or error}); {wanted}") from None
-    if not raw:
+    if stat.S_ISDIR(mode):
+        raise UserError(f"task.data_path={path}: cannot read it (Is a directory); {wanted}")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"task.data_path={path} is not a regular file (a pipe, socket or device); {wanted}")
+    if size == 0:
         raise UserError(f"task.data_path={path} is empty; {wanted}")
+    decoder, read, given_from = codecs.getincrementaldecoder("utf-8")(), 0, 0
     try:
-        text = raw.decode("utf-8")
+        with path.open("rb") as handle:
+            while chunk := handle.read(TEXT_CHUNK):
+                if b"\x00" in chunk:
+                    raise UserError(f"task.data_path={path} looks binary (it holds NUL bytes); {wanted}")
+                given_from = read - len(decoder.getstate()[0])  # the decoder keeps a split character's bytes
+                decoder.decode(chunk)
+                read += len(chunk)
+            given_from = read - len(decoder.getstate()[0])
+            decoder.decode(b"", final=True)
     except UnicodeDecodeError as error:
-        raise UserError(f"task.data_path={path} is not UTF-8 text (byte {error.start}); {wanted}") from None
-    if "\x00" in text:
-        raise UserError(f"task.data_path={path} looks binary (it holds NUL bytes); {wanted}")
+        raise UserError(f"task.data_path={path} is not UTF-8 text (byte {given_from + error.start}); "
+                        f"{wanted}") from None
+    except OSError as error:
+        raise UserError(f"task.data_path={path}: cannot read it ({error.strerror or error}); {wanted}") from None
 
 
 def read_text(path: Path) -> str:

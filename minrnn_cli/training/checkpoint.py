@@ -6,6 +6,7 @@ Files are written to a temporary name and renamed, so an interrupted save never 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 from minrnn_cli.errors import UserError
+
+log = logging.getLogger("minrnn")
 
 FORMAT = "minrnn-checkpoint"
 VERSION = 1
@@ -116,13 +119,27 @@ def resume_identity(config) -> dict:
 def latest_resumable(root: Path, config) -> Path | None:
     """The newest `checkpoints/last.pt` under root of an unfinished run (no results.json) whose config is this
     one but for MAY_CHANGE_ON_RESUME: what `trainer.resume=auto` continues. So the jobs of a sweep each find
-    their own run, never another job's. Files are renamed into place whole, so every last.pt is complete."""
+    their own run, never another job's. Files are renamed into place whole, so every last.pt is complete.
+    An earlier run whose config or checkpoint is damaged is skipped with a warning, never the end of this one."""
     wanted = resume_identity(config)
     candidates = sorted(root.glob("**/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for candidate in candidates:
         run_dir = candidate.parent.parent
         config_file = run_dir / ".hydra" / "config.yaml"
-        finished = (run_dir / "results.json").exists()
-        if config_file.is_file() and not finished and resume_identity(OmegaConf.load(config_file)) == wanted:
-            return candidate
+        if not config_file.is_file() or (run_dir / "results.json").exists():
+            continue
+        try:
+            earlier = resume_identity(OmegaConf.load(config_file))
+        except Exception as error:  # YAML or OmegaConf errors of a truncated or hand-edited file
+            log.warning(f"trainer.resume=auto: skipped {run_dir}: its {config_file.name} is damaged "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            continue
+        if earlier != wanted:
+            continue
+        try:
+            load_checkpoint(candidate)
+        except UserError as error:
+            log.warning(f"trainer.resume=auto: skipped {run_dir}: {str(error).removeprefix('error: ')}")
+            continue
+        return candidate
     return None

@@ -6,6 +6,7 @@ No Hydra here: the Hydra task functions (minrnn_cli.hydra_app.jobs) pass in the 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -143,6 +144,6 @@ def generate_run(cfg: DictConfig, run_dir: Path) -> None:
         raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare)")
     if cfg.top_k is not None and cfg.top_k > len(chars):
         raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {len(chars)} tokens")
-    text = sample_text(model, chars, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device)
+    text = sample_text(model, chars, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device,
+                       stream=sys.stdout)
     (run_dir / "sample.txt").write_text(text)
-    Console().print(text, markup=False, highlight=False)

@@ -16,6 +16,7 @@ from minrnn_cli.training.numerics import POLICIES as NONFINITE_POLICIES
 LOGGER_NAMES = ("wandb", "none")
 WANDB_MODES = ("online", "offline", "disabled")
 WANDB_ON_ERROR = ("offline", "stop")
+MAX_NEW_TOKENS = 1_000_000  # a Transformer's key/value cache grows with every token: a bound that fits in RAM
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
@@ -84,8 +85,8 @@ def check_logger(logger: DictConfig) -> None:
 
 
 def check_generate_config(cfg: DictConfig) -> None:
-    _check(_is_int(cfg.max_new_tokens) and cfg.max_new_tokens >= 1, "max_new_tokens", cfg.max_new_tokens,
-           "it must be an integer >= 1")
+    _check(_is_int(cfg.max_new_tokens) and 1 <= cfg.max_new_tokens <= MAX_NEW_TOKENS, "max_new_tokens",
+           cfg.max_new_tokens, f"it must be an integer from 1 to {MAX_NEW_TOKENS:,}")
     _check(_is_number(cfg.temperature) and cfg.temperature >= 0, "temperature", cfg.temperature,
            "it must be a number >= 0 (0 is greedy)")
     _check(cfg.top_k is None or (_is_int(cfg.top_k) and cfg.top_k >= 1), "top_k", cfg.top_k,
