@@ -101,6 +101,13 @@ CASES = [
          ["truncated.pt is not readable"]),
     Case("eval-foreign-checkpoint", ["eval", "checkpoint={ws}/foreign.pt", "trainer.device=cpu"],
          ["foreign.pt is not a minrnn checkpoint"]),
+    Case("eval-checkpoint-without-model-config", ["eval", "checkpoint={ws}/no_model_config.pt", "trainer.device=cpu"],
+         ["no_model_config.pt is damaged: its config has no model with a name"]),
+    Case("generate-checkpoint-with-bad-vocabulary", ["generate", "checkpoint={ws}/bad_vocabulary.pt",
+                                                     "trainer.device=cpu"],
+         ["bad_vocabulary.pt is damaged: its vocabulary is a list, not a mapping"]),
+    Case("resume-checkpoint-with-bad-step", ["train", *TINY, "trainer.resume={ws}/bad_step.pt"],
+         ["bad_step.pt is damaged: its step is 'four', not a count of steps"]),
     Case("eval-no-latest-checkpoint", ["eval", "trainer.device=cpu"], ["checkpoint=latest", "checkpoint=PATH"]),
     Case("eval-unknown-key", ["eval", "foo=1"], ["unknown key 'foo'", "checkpoint"]),
     Case("eval-model-override", ["eval", "checkpoint={ckpt}", "+model=minlstm"],
@@ -156,6 +163,12 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     ckpt = ws / "trained" / "checkpoints" / "last.pt"
     data = ckpt.read_bytes()
     (ws / "truncated.pt").write_bytes(data[: len(data) // 2])
+    for name, change in (("no_model_config", lambda p: p["config"].pop("model")),
+                         ("bad_vocabulary", lambda p: p.update(vocabulary=["a", "b"])),
+                         ("bad_step", lambda p: p.update(step="four"))):
+        payload = torch.load(ckpt, weights_only=True)
+        change(payload)
+        torch.save(payload, ws / f"{name}.pt")
     return {"ws": str(ws), "ckpt": str(ckpt)}
 
 

@@ -189,7 +189,8 @@ def test_resume_auto_finds_each_sweep_jobs_own_unfinished_run(tmp_path, caplog):
         OmegaConf.save({"model": {"name": "mingru"}, "trainer": {"seed": seed, "max_steps": 4, "resume": None}},
                        run_dir / ".hydra" / "config.yaml")
         (run_dir / "checkpoints").mkdir()
-        torch.save({"format": FORMAT, "version": VERSION, **dict.fromkeys(REQUIRED_KEYS, {}), "step": 1},
+        torch.save({"format": FORMAT, "version": VERSION, **dict.fromkeys(REQUIRED_KEYS, {}), "step": 1,
+                    "config": {"model": {"name": "mingru"}, "task": {"name": "x"}}},
                    run_dir / "checkpoints" / "last.pt")
         if finished:
             (run_dir / "results.json").write_text("{}")

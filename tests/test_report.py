@@ -54,3 +54,25 @@ def test_report_without_runs_is_a_one_line_error(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "no results.json under empty" in result.output
     assert CliRunner().invoke(app, ["report", "missing"]).exit_code == 2
+
+
+def test_damaged_run_files_are_one_line_errors_and_a_torn_metrics_line_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = [{"step": 50, "train_loss": 2.0}, {"step": 100, "val_loss": 1.1}]
+    fake_run(tmp_path / "runs/ok", "mingru", "shakespeare", 3, {"val_loss": 1.1}, metrics)
+    with (tmp_path / "runs/ok/metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 150, "train_lo')  # a run killed while appending
+    assert CliRunner().invoke(app, ["report", "runs", "--out", "rep"]).exit_code == 0
+
+    for damage, needle in ((lambda run: (run / "results.json").write_text('{"model": "min'), "results.json is damaged"),
+                           (lambda run: (run / "results.json").write_text("[1, 2]"), "holds a list"),
+                           (lambda run: (run / ".hydra/config.yaml").write_text("model: [unclosed\n"),
+                            "config.yaml is damaged")):
+        run = tmp_path / f"bad{needle[:4]}"
+        fake_run(run / "run", "mingru", "shakespeare", 3, {"val_loss": 1.2})
+        damage(run / "run")
+        result = CliRunner().invoke(app, ["report", str(run), "--out", "rep2"])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert needle in lines[0] and "leave it out of the paths" in lines[0]
+        assert result.exception is None or isinstance(result.exception, SystemExit)

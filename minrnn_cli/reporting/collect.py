@@ -27,6 +27,9 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     return found
 
 
+LEAVE_OUT = "remove that run folder or leave it out of the paths given"
+
+
 def run_config(run_dir: Path) -> dict:
     """The run's composed config from .hydra/config.yaml ({} when it is missing)."""
     config_file = run_dir / ".hydra" / "config.yaml"
@@ -34,7 +37,25 @@ def run_config(run_dir: Path) -> dict:
         return {}
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+    except Exception as error:  # YAML or OmegaConf errors of a truncated or hand-edited file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{config_file} is damaged ({reason}); {LEAVE_OUT}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file} holds a {type(config).__name__}, not a config; {LEAVE_OUT}")
+    return config
+
+
+def read_run_results(run_dir: Path) -> dict:
+    path = run_dir / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is damaged or unreadable ({error}); {LEAVE_OUT}") from None
+    if not isinstance(results, dict):
+        raise UserError(f"{path} holds a {type(results).__name__}, not a run's results; {LEAVE_OUT}")
+    return results
 
 
 def headline_metric(results: dict) -> str | None:
@@ -46,9 +67,10 @@ def headline_metric(results: dict) -> str | None:
 
 
 def report_row(run_dir: Path, root: Path | None = None) -> dict:
-    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    results = read_run_results(run_dir)
     config = run_config(run_dir)
-    layers = config.get("model", {}).get("n_layers")
+    model_cfg, trainer_cfg = config.get("model"), config.get("trainer")
+    layers = model_cfg.get("n_layers") if isinstance(model_cfg, dict) else None
     metric = headline_metric(results)
     figure = matching_figure(results.get("task", ""), results.get("model", ""), layers)
     shown = run_dir.relative_to(root) if root and run_dir.is_relative_to(root) else run_dir
@@ -57,7 +79,7 @@ def report_row(run_dir: Path, root: Path | None = None) -> dict:
         "model": results.get("model"),
         "task": results.get("task"),
         "layers": layers,
-        "seed": config.get("trainer", {}).get("seed"),
+        "seed": trainer_cfg.get("seed") if isinstance(trainer_cfg, dict) else None,
         "steps": results.get("steps"),
         "wall_time_s": results.get("wall_time_s"),
         "metric": metric,

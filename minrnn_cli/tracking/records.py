@@ -35,8 +35,17 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every complete row of metrics.jsonl: a run killed while appending leaves a torn last line, which is
+    skipped (as is any line that is not a JSON object with a step)."""
+    rows = []
+    for line in (run_dir / METRICS_FILE).read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
 
 
 def copy_metrics(source_dir: Path, run_dir: Path, up_to_step: int) -> None:

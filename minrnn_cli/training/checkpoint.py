@@ -80,7 +80,27 @@ def load_checkpoint(path: str | Path) -> dict:
     if payload.get("version") != VERSION or any(key not in payload for key in REQUIRED_KEYS):
         raise UserError(f"checkpoint {path} has an incompatible format (version {payload.get('version')}, "
                         f"this minrnn reads version {VERSION})")
+    damaged = _damaged_field(payload)
+    if damaged:
+        raise UserError(f"checkpoint {path} is damaged: {damaged}; {WANTED}")
     return payload
+
+
+def _damaged_field(payload: dict) -> str | None:
+    """What is wrong with the fields eval, generate and resume read (None: nothing)."""
+    step, config = payload["step"], payload["config"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"its step is {step!r}, not a count of steps"
+    if not isinstance(payload["model"], dict):
+        return f"its model weights are a {type(payload['model']).__name__}, not a state dict"
+    if not isinstance(config, dict):
+        return f"its config is a {type(config).__name__}, not a mapping"
+    for group in ("model", "task"):
+        if not isinstance(config.get(group), dict) or not isinstance(config[group].get("name"), str):
+            return f"its config has no {group} with a name"
+    if not isinstance(payload.get("vocabulary", {}), dict):
+        return f"its vocabulary is a {type(payload['vocabulary']).__name__}, not a mapping"
+    return None
 
 
 def load_model_state(model, payload: dict, path: str | Path) -> None:

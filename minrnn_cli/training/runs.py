@@ -139,7 +139,9 @@ def generate_run(cfg: DictConfig, run_dir: Path) -> None:
 
     check_generate_config(cfg)
     model, task, payload, device, path = load_trained(cfg)
-    chars = payload["vocabulary"].get("chars")
+    chars = payload.get("vocabulary", {}).get("chars")
+    if chars is not None and not (isinstance(chars, list) and all(isinstance(c, str) for c in chars)):
+        raise UserError(f"checkpoint {path} is damaged: its vocabulary's characters are not a list of text")
     if not chars:
         raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare)")
     if cfg.top_k is not None and cfg.top_k > len(chars):
