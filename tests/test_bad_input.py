@@ -38,6 +38,11 @@ CASES = [
     # the launchers listed: basic and minrnn's own, joblib too with the sweeps extra (so not asserted)
     Case("unknown-hydra-option", ["train", *TINY, "hydra/launcher=nope"], ["'hydra/launcher/nope'", "basic"]),
     Case("missing-config-dir", ["train", "-cd", "{ws}/no_configs", *TINY], ["no_configs' not found"]),
+    Case("override-without-key", ["train", *TINY, "=5"], ["override '=5' has no key", "key=value"]),
+    Case("unquoted-non-ascii-value", ["train", *TINY, "task.data_path=données.txt"],
+         ["non-ASCII characters only inside quotes", "'task.data_path=\"données.txt\"'"]),
+    Case("unbalanced-brackets", ["train", *TINY, "optim.betas=[0.9,0.99"],
+         ["'optim.betas=[0.9,0.99' is not a valid override", "key=[a,b]"]),
     Case("unknown-key", ["train", *TINY, "trainer.foo=1"], ["'trainer.foo'", "max_steps", "+trainer.foo="]),
     Case("wrong-type-integer", ["train", *TINY, "trainer.max_steps=abc"], ["trainer.max_steps='abc'", "integer >= 1"]),
     Case("wrong-type-boolean", ["train", *TINY, "trainer.compile=maybe"], ["trainer.compile='maybe'", "true or false"]),

@@ -387,7 +387,8 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     scheduler = build_scheduler(optimizer, optim_cfg, 10)
     path = tmp_path / "checkpoints" / "last.pt"
     save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, step=3, best=None,
-                    config=OmegaConf.create({"model": {"name": "mingru"}}), vocabulary={"chars": ["a", "b"]})
+                    config=OmegaConf.create({"model": {"name": "mingru"}, "task": {"name": "shakespeare"}}),
+                    vocabulary={"chars": ["a", "b"]})
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
     payload = load_checkpoint(path)
     assert payload["step"] == 3 and payload["vocabulary"] == {"chars": ["a", "b"]}

@@ -49,10 +49,16 @@ def check_group_choices(overrides: list[str], extra_config_dir: str | None) -> N
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise UserError(str(error).splitlines()[0]) from None
+    parser = OverridesParser.create()
+    parsed = []
+    for override in overrides:
+        key = override.lstrip("~+").split("=", 1)[0]
+        if "=" in override and not key:
+            raise UserError(f"override {override!r} has no key: write key=value, e.g. trainer.max_steps=200")
+        try:
+            parsed += parser.parse_overrides([override])
+        except OverrideParseException as error:
+            raise UserError(describe_parse_error(override, error)) from None
     if any(override.key_or_group.startswith("hydra.searchpath") for override in parsed):
         return  # options may come from folders we do not see here
     groups = config_groups()
@@ -73,6 +79,16 @@ def check_group_choices(overrides: list[str], extra_config_dir: str | None) -> N
         for value in values:
             if isinstance(value, str) and value not in groups[group]:
                 raise UserError(f"unknown {group} {value!r}; choose one of {', '.join(groups[group])}")
+
+
+def describe_parse_error(override: str, error: Exception) -> str:
+    """One line for an override Hydra's grammar rejects, with the usual cause."""
+    reason = str(error).splitlines()[0]
+    if not override.isascii():
+        key, _, value = override.partition("=")
+        return (f"{override!r}: Hydra's overrides take non-ASCII characters only inside quotes; quote the value: "
+                f"'{key}=\"{value}\"' ({reason})")
+    return f"{override!r} is not a valid override ({reason}); check its brackets and quotes (lists: key=[a,b])"
 
 
 def hydra_argv(tokens: list[str], multirun: bool, launch: Launch, scratch: Path | None) -> list[str]:
