@@ -223,3 +223,37 @@ def test_an_interrupted_sweep_job_advises_resume_auto_not_a_checkpoint_path():
     assert "trainer.resume=outputs/multirun/s/0/checkpoints/last.pt" in str(stopped)  # a single run
     advice = stopped.sweep_advice()
     assert "trainer.resume=auto" in advice and "trainer.resume=outputs" not in advice
+
+
+def test_sigterm_in_the_final_evaluation_stops_at_once_and_resume_finishes_the_run(tmp_path, monkeypatch):
+    """TINY trains 4 steps, evaluating at 2 and 4; the third evaluation is the final one, where SIGTERM arrives.
+    The run stops there (exit 143, one line), and `trainer.resume=<last.pt>` writes the results without training:
+    the same metrics as an uninterrupted run."""
+    from minrnn_cli.training import loop
+
+    monkeypatch.chdir(tmp_path)
+    assert invoke(["train", *TINY, f"hydra.run.dir={tmp_path / 'reference'}"]).exit_code == 0
+    evaluate, calls = loop.evaluate, itertools.count(1)
+
+    def sigterm_in_the_final_evaluation(*args, **kwargs):
+        if next(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", sigterm_in_the_final_evaluation)
+    line = assert_one_line_error(invoke(["train", *TINY, f"hydra.run.dir={tmp_path / 'stopped'}"]),
+                                 128 + signal.SIGTERM)
+    assert "during the final evaluation" in line and "trainer.resume=" in line
+    assert not (tmp_path / "stopped" / "results.json").exists()
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+
+    last = tmp_path / "stopped" / "checkpoints" / "last.pt"
+    assert invoke(["train", *TINY, f"trainer.resume={last}", f"hydra.run.dir={tmp_path / 'finished'}"]).exit_code == 0
+    finished, reference = read_results(tmp_path / "finished"), read_results(tmp_path / "reference")
+    assert finished["resumed_from_step"] == finished["steps"] == 4
+    metric_keys = [key for key in reference if key.startswith(("val_", "test_"))]
+    assert metric_keys and all(finished[key] == reference[key] for key in metric_keys)
+    # and a run that has its results is not finished twice
+    done_last = tmp_path / "reference" / "checkpoints" / "last.pt"
+    line = assert_one_line_error(invoke(["train", *TINY, f"trainer.resume={done_last}"]))
+    assert "nothing left to train" in line

@@ -43,7 +43,7 @@ from minrnn_cli.training.evaluation import evaluate, is_better
 from minrnn_cli.training.model_setup import build_task_model
 from minrnn_cli.training.numerics import gradient_norm, update_is_finite
 from minrnn_cli.training.optim import build_optimizer, build_scheduler
-from minrnn_cli.training.signals import Interrupted, agreed_stop_signal, stop_signals
+from minrnn_cli.training.signals import FinalPhaseInterrupted, Interrupted, agreed_stop_signal, stop_signals
 
 log = logging.getLogger("minrnn")
 
@@ -124,6 +124,7 @@ def train(cfg: DictConfig, run_dir: Path, runs_root: Path, replica: Replica, gro
         wall_time = time.perf_counter() - started
         if not replica.is_main:
             return Trained({"steps": run.step, "rank": replica.rank}, run.model, run.task, run.device)
+        stop_in_final_phase(run, stop)
         results = final_results(run, wall_time)
         if wandb is not None:
             wandb.summary.update(results)
@@ -202,9 +203,13 @@ def check_resumable(payload: dict, cfg: DictConfig, path: Path) -> None:
             differ = ", ".join(f"{group}.{key}={theirs.get(key)!r} there, {ours.get(key)!r} here"
                                for key in keys if theirs.get(key) != ours.get(key))
             raise UserError(f"checkpoint {path} was trained with a different {group} config ({differ}); {advice}")
-    if payload["step"] >= cfg.trainer.max_steps:
+    finished = (path.parent.parent / "results.json").exists()
+    if payload["step"] > cfg.trainer.max_steps or (payload["step"] == cfg.trainer.max_steps and finished):
         raise UserError(f"checkpoint {path} is at step {payload['step']}, not below "
                         f"trainer.max_steps={cfg.trainer.max_steps}; nothing left to train")
+    if payload["step"] == cfg.trainer.max_steps:  # stopped before its results: finish it
+        log.info(f"checkpoint {path} is at trainer.max_steps={cfg.trainer.max_steps}: finishing that run (final "
+                 "evaluation and results, no training)")
 
 
 def train_step(run: Run, forward: nn.Module, window: Window) -> None:
@@ -271,6 +276,19 @@ def stop_if_signalled(run: Run, stop) -> None:
     if signum:
         save(run, "last.pt")
         raise Interrupted(signum, run.step, run.checkpoints / "last.pt")
+
+
+def stop_in_final_phase(run: Run, stop) -> None:
+    """From here on (the final evaluation) a stop needs no save: every checkpoint is written, so a signal
+    ends the run at once, and `trainer.resume=<last.pt>` later finishes it."""
+    last = run.checkpoints / "last.pt"
+
+    def stop_now(signum: int) -> None:
+        raise FinalPhaseInterrupted(signum, run.step, last)
+
+    if stop.requested:
+        stop_now(stop.signum)
+    stop.on_signal = stop_now
 
 
 def final_results(run: Run, wall_time: float) -> dict:

@@ -35,9 +35,23 @@ class Interrupted(UserError):
                 "job then continues its own unfinished run; finished jobs train again)")
 
 
+class FinalPhaseInterrupted(UserError):
+    """A stop after the last training step, during the final evaluation: every checkpoint is saved, and a
+    resume from last.pt finishes the run (final evaluation and results) without training."""
+
+    ends_sweep = True
+
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name} during the final evaluation (training finished at "
+                         f"step {step}, checkpoints saved); get the results with the same command plus "
+                         f"trainer.resume={checkpoint}")
+        self.exit_code = 128 + signum
+
+
 class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.on_signal = None  # called at once with the signal number (the final phase: stop right away)
 
     @property
     def requested(self) -> bool:
@@ -61,6 +75,8 @@ def stop_signals() -> Iterator[StopRequest]:
             signal.raise_signal(signum)
             return
         request.signum = signum
+        if request.on_signal is not None:
+            request.on_signal(signum)
 
     for signum in HANDLED:
         signal.signal(signum, handle)
