@@ -44,10 +44,10 @@ def test_a_failing_closing_sample_is_a_warning_and_the_results_stay(tmp_path, mo
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
-def test_surviving_stream_drops_writes_after_a_broken_pipe(stream):
+def test_surviving_stream_drops_writes_after_a_broken_pipe(stream, tmp_path):
     code = ("import os, sys; from minrnn_cli.streams import survive_closed_pipes; survive_closed_pipes(); "
             f"r, w = os.pipe(); os.dup2(w, sys.{stream}.fileno()); os.close(r); "
             f"[sys.{stream}.write('x' * 1000 + '\\n') or sys.{stream}.flush() for _ in range(200)]; "
             "open('done', 'w').write('ok')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/tmp")
-    assert done.returncode == 0 and Path("/tmp/done").read_text() == "ok"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "done").read_text() == "ok"

@@ -48,10 +48,10 @@ def number(above: float | None = None, at_least: float | None = None, below: flo
 
     if at_least is not None and below is not None:
         allowed = f"it must be in [{at_least}, {below})"
-    elif above is not None:
-        allowed = f"it must be a number > {above}"
     else:
-        allowed = "it must be a number"
+        bounds = [f"{sign} {bound}" for sign, bound in ((">", above), (">=", at_least), ("<", below))
+                  if bound is not None]
+        allowed = "it must be a number" + (" " + " and ".join(bounds) if bounds else "")
     return Option(accepts, allowed)
 
 
