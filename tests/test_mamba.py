@@ -10,6 +10,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from minrnn_cli.models.mamba import MambaMixer
 from minrnn_cli.scans import selective_scan
+from minrnn_cli.scans.fused import cpu
 from minrnn_cli.scans.selective import selective_scan_sequential
 
 F64 = torch.float64
@@ -120,37 +121,72 @@ def test_the_mixer_matches_mambapy_in_float64():
     compare_with_mambapy(mixer, x, 1e-10)
 
 
-def test_parallel_chunked_and_step_modes_agree():
-    mixer = random_mixer(F64, chunk_len=4, batch_block=2)
-    x = torch.randn(3, 23, 16, dtype=F64, requires_grad=True)
+# float64 runs the PyTorch chunks, float32 the compiled CPU kernels (where a C compiler works)
+PATHS = [pytest.param(F64, 1e-12, id="float64"), pytest.param(torch.float32, 2e-5, id="float32")]
+
+
+@pytest.mark.parametrize(("dtype", "tol"), PATHS)
+def test_parallel_chunked_and_step_modes_agree(dtype, tol):
+    mixer = random_mixer(dtype, chunk_len=4, batch_block=2)
+    x = torch.randn(3, 23, 16, dtype=dtype, requires_grad=True)
     y, (h, conv) = mixer(x)
     assert h.shape == (3, 32, 16) and conv.shape == (3, 32, 3)
     for split in (2, 9):  # 2 < d_conv - 1: the second call's conv window reaches into the first call's state
         first, state = mixer(x[:, :split])
         second, (h2, conv2) = mixer(x[:, split:], state)
-        torch.testing.assert_close(torch.cat([first, second], 1), y, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(h2, h, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(conv2, conv, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(torch.cat([first, second], 1), y, rtol=tol, atol=tol)
+        torch.testing.assert_close(h2, h, rtol=tol, atol=tol)
+        torch.testing.assert_close(conv2, conv, rtol=tol, atol=tol)
     state, stepped = None, []
     for t in range(x.shape[1]):
         y_t, state = mixer.step(x[:, t], state)
         stepped.append(y_t)
-    torch.testing.assert_close(torch.stack(stepped, 1), y, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(state[0], h, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(state[1], conv, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.stack(stepped, 1), y, rtol=tol, atol=tol)
+    torch.testing.assert_close(state[0], h, rtol=tol, atol=tol)
+    torch.testing.assert_close(state[1], conv, rtol=tol, atol=tol)
 
 
-def test_gradients_flow_through_a_carried_state():
-    mixer = random_mixer(F64, chunk_len=3, batch_block=2)
-    x = torch.randn(3, 17, 16, dtype=F64, requires_grad=True)
-    weights = torch.randn(3, 17, 16, dtype=F64)
+@pytest.mark.parametrize(("dtype", "tol"), PATHS)
+def test_gradients_flow_through_a_carried_state(dtype, tol):
+    mixer = random_mixer(dtype, chunk_len=3, batch_block=2)
+    x = torch.randn(3, 17, 16, dtype=dtype, requires_grad=True)
+    weights = torch.randn(3, 17, 16, dtype=dtype)
     params = [x, *mixer.parameters()]
     full = torch.autograd.grad((mixer(x)[0] * weights).sum(), params)
     first, state = mixer(x[:, :2])
     second, _ = mixer(x[:, 2:], state)
     chunked = torch.autograd.grad((torch.cat([first, second], 1) * weights).sum(), params)
     for g_chunked, g_full in zip(chunked, full, strict=True):
-        torch.testing.assert_close(g_chunked, g_full, rtol=1e-11, atol=1e-11)
+        torch.testing.assert_close(g_chunked, g_full, rtol=tol * 10, atol=tol * 10)
+
+
+def chained_outputs_and_grads(mixer, x, split):
+    """Two calls with the state carried from the first to the second: outputs, final state, and the gradients
+    of a loss on all of them with respect to x and every parameter."""
+    first, state = mixer(x[:, :split])
+    second, (h, conv) = mixer(x[:, split:], state)
+    outputs = (torch.cat([first, second], 1), h, conv)
+    g = torch.Generator().manual_seed(3)
+    loss = sum((out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum() for out in outputs)
+    return outputs, torch.autograd.grad(loss, [x, *mixer.parameters()])
+
+
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: the compiled kernels cannot be built")
+@pytest.mark.parametrize(("d_model", "length", "split"), [(12, 21, 2), (8, 40, 17), (20, 5, 1)])
+def test_the_compiled_kernels_match_the_pytorch_path(monkeypatch, d_model, length, split):
+    """Widths that are not a multiple of the kernel's 16 lanes, calls shorter than the conv window, carried
+    states both ways: the compiled conv and scan give the PyTorch chunks' outputs and gradients."""
+    torch.manual_seed(0)
+    mixer = MambaMixer(d_model, chunk_len=4, batch_block=2)
+    with torch.no_grad():
+        for param in mixer.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+    x = torch.randn(3, length, d_model, requires_grad=True)
+    compiled, compiled_grads = chained_outputs_and_grads(mixer, x, split)
+    monkeypatch.setattr(cpu, "handles_selective", lambda *args: False)
+    reference, reference_grads = chained_outputs_and_grads(mixer, x, split)
+    for got, want in zip((*compiled, *compiled_grads), (*reference, *reference_grads), strict=True):
+        assert relative_error(got, want) < 2e-5
 
 
 def test_the_cuda_kernel_branch_passes_mamba_ssm_its_layout(monkeypatch):

@@ -5,9 +5,10 @@ so parameter names, the count and checkpoints are what they were; mambapy's own 
 makes (B, T, D_inner, N) tensors, is not used. The forward:
 - CPU, or CUDA without mamba-ssm, or any call that carries an SSM state in: `_MambaInner`, everything
   between the two projections (causal depthwise conv carrying its last d_conv - 1 inputs, SiLU,
-  x_proj -> (dt, B, C), dt_proj and softplus, the selective scan of scans/selective.py, the D skip and the
-  SiLU(z) gate) chunked along time as one autograd function: it keeps xz = in_proj(x) and the chunk-start
-  states, and its backward recomputes each chunk. Memory O(B*T*D_inner); no (B, T, D_inner, N) tensor.
+  x_proj -> (dt, B, C), dt_proj, and the selective scan of scans/selective.py with its softplus, D skip and
+  SiLU(z) gate) as one autograd function: it keeps xz = in_proj(x), x_proj's output and the scan's chunk-start
+  states, and its backward recomputes the rest. On the CPU the conv + SiLU and the scan are compiled C
+  (scans/fused/cpu_kernels.c); elsewhere PyTorch ops. Memory O(B*T*D_inner); no (B, T, D_inner, N) tensor.
 - CUDA with mamba-ssm installed and no SSM state carried in: mamba-ssm's `selective_scan_fn` (its kernel has
   no initial-state input), with the conv state carried here and the last SSM state returned by the kernel.
 
@@ -26,22 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minrnn_cli.scans.selective import (
-    DEFAULT_BATCH_BLOCK,
-    DEFAULT_CHUNK_LEN,
-    LOG2E,
-    SOFTPLUS_THRESHOLD,
-    ChunkWorkspace,
-    batch_groups,
-    keeps_graph,
-    load_rows,
-    scan_chunk,
-    scan_chunk_backward,
-    store_rows,
-)
-
-_softplus_out = torch.ops.aten.softplus.out
-_softplus_backward_out = torch.ops.aten.softplus_backward.grad_input
+from minrnn_cli.scans.fused import cpu
+from minrnn_cli.scans.selective import DEFAULT_BATCH_BLOCK, DEFAULT_CHUNK_LEN, keeps_graph, scan_backward, scan_forward
 
 
 class MambaMixer(nn.Module):
@@ -117,192 +104,135 @@ class MambaMixer(nn.Module):
 
 
 class _MambaInner(torch.autograd.Function):
-    """Everything between Mamba's two projections, chunked along time: from xz = in_proj(x) (B, T, 2D), the
-    causal depthwise conv (carrying the last k - 1 inputs), SiLU, x_proj -> (dt, B, C), dt_proj and softplus,
-    the selective scan, the D skip and the SiLU(z) gate. Keeps xz and the chunk-start states; the backward
-    recomputes each chunk."""
+    """Everything between Mamba's two projections: from xz = in_proj(x) (B, T, 2D), the causal depthwise conv
+    (carrying the last k - 1 inputs), SiLU, x_proj -> (dt, B, C), dt_proj, and the selective scan with its
+    softplus, D skip and SiLU(z) gate. Keeps xz, x_proj's output and the scan's chunk-start states; the backward
+    recomputes the rest. On the CPU the conv and the scan run compiled (scans/fused/cpu_kernels.c)."""
 
     @staticmethod
     def forward(ctx, xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, h0, conv0, chunk_len, batch_block,
                 keep):
-        batch, length, d = xz.shape[0], xz.shape[1], xz.shape[2] // 2
-        n, k = A.shape[1], conv_w.shape[-1]
         cd = torch.promote_types(xz.dtype, torch.float32)
         p = _Params(conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, cd)
-        chunk_len = max(1, min(chunk_len, length))
-        y = torch.empty(batch, length, d, dtype=xz.dtype, device=xz.device)
-        h_last = torch.empty(batch, d, n, dtype=xz.dtype, device=xz.device)
-        conv_last = torch.empty(batch, d, k - 1, dtype=xz.dtype, device=xz.device)
-        starts = []
-        for rows, blocks, b in batch_groups(batch, batch_block):
-            ws = _workspace(blocks, chunk_len, k, b, n, d, p.r, cd, xz.device, False)
-            state = torch.empty(blocks, b, n, d, dtype=cd, device=xz.device)
-            if h0 is None:
-                state.zero_()
-            else:
-                state.copy_(h0[rows].transpose(1, 2).view(blocks, b, n, d))
-            group_starts = []
-            for t0 in range(0, length, chunk_len):
-                steps = slice(t0, min(t0 + chunk_len, length))
-                x = _chunk_prologue(ws, p, xz, conv0, rows, steps, k)
-                y_c = ws.wide("y", x["u"].shape[1])
-                h_in = state
-                if keep:
-                    group_starts.append(state)
-                    state = torch.empty_like(state)
-                scan_chunk(ws, x["delta"], x["du"], x["b"], x["c"], p.a2_t, h_in, state, y_c)
-                z = load_rows(ws.wide("z", y_c.shape[1]), xz[..., d:], rows, steps)
-                y_c.addcmul_(x["u"], p.D).mul_(F.silu(z, inplace=True))
-                store_rows(y, rows, steps, y_c)
-            h_last[rows] = state.view(-1, n, d).transpose(1, 2)
-            xw = x["xw"]
-            conv_last[rows] = xw[:, xw.shape[1] - (k - 1):].permute(0, 2, 3, 1).reshape(blocks * b, d, k - 1)
-            starts.append(group_starts)
-        ctx.options = chunk_len, batch_block, h0 is not None, cd
+        xz_c = xz.to(cd)
+        x = _scan_inputs(p, xz_c, conv0)
+        y, h_last, starts = scan_forward(x["u"], x["pre"], p.A, x["b"], x["c"], p.D, x["z"], h0, chunk_len,
+                                         batch_block, keep, softplus=True)
+        ctx.options = chunk_len, batch_block, h0 is not None
         if keep:
-            ctx.save_for_backward(xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, conv0)
+            ctx.save_for_backward(xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, conv0, x["dbc"])
             ctx.starts = starts
-        return y, h_last, conv_last
+        return y.to(xz.dtype), h_last.to(xz.dtype), _conv_last(xz_c, conv0, p.k).to(xz.dtype)
 
     @staticmethod
     def backward(ctx, grad_y, grad_h_last, grad_conv_last):
-        xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, conv0 = ctx.saved_tensors
-        chunk_len, batch_block, has_h0, cd = ctx.options
+        xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, conv0, dbc = ctx.saved_tensors
+        chunk_len, batch_block, has_h0 = ctx.options
         starts = ctx.starts
         del ctx.starts
-        batch, length, d = xz.shape[0], xz.shape[1], xz.shape[2] // 2
-        n, k = A.shape[1], conv_w.shape[-1]
+        cd = torch.promote_types(xz.dtype, torch.float32)
         p = _Params(conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, cd)
-        r = p.r
-        zeros = lambda *shape: torch.zeros(*shape, dtype=cd, device=xz.device)  # noqa: E731
-        g_conv_w, g_conv_b, g_x_proj, g_dt_proj = zeros(k, d), zeros(d), zeros(r + 2 * n, d), zeros(d, r)
-        g_bias, g_a_t, g_D = zeros(d), zeros(n, d), zeros(d)
-        grad_xz = torch.empty_like(xz)
-        grad_h0 = torch.empty(batch, d, n, dtype=xz.dtype, device=xz.device) if has_h0 else None
-        grad_conv0 = None if conv0 is None else torch.empty_like(conv0)
-        n_chunks = -(-length // chunk_len)
-        for (rows, blocks, b), group_starts in zip(batch_groups(batch, batch_block), starts, strict=True):
-            ws = _workspace(blocks, chunk_len, k, b, n, d, r, cd, xz.device, True)
-            gh = torch.empty(blocks, b, n, d, dtype=cd, device=xz.device)
-            if grad_h_last is None:
-                gh.zero_()
-            else:
-                gh.copy_(grad_h_last[rows].transpose(1, 2).view(blocks, b, n, d))
-            carry = torch.zeros(blocks, k - 1, b, d, dtype=cd, device=xz.device)  # dL/d(inputs before the chunk)
-            if grad_conv_last is not None:
-                carry.copy_(grad_conv_last[rows].view(blocks, b, d, k - 1).permute(0, 3, 1, 2))
-            for c in reversed(range(n_chunks)):
-                steps = slice(c * chunk_len, min((c + 1) * chunk_len, length))
-                x = _chunk_prologue(ws, p, xz, conv0, rows, steps, k)
-                span = x["u"].shape[1]
-                u, u2 = x["u"], x["u"].view(-1, d)
-                gy = load_rows(ws.wide("gy", span), grad_y, rows, steps)
-                z, dz, tmp = ws.wide("z", span), ws.wide("dz", span), ws.wide("tmp", span)
-                load_rows(z, xz[..., d:], rows, steps)
-                # y = y_pre * silu(z): dz = gy * y_pre * silu'(z), silu'(z) = sig (1 + z (1 - sig))
-                sig = torch.sigmoid(z, out=tmp)
-                torch.sub(1, sig, out=dz).mul_(z).add_(1).mul_(sig).mul_(gy)
-                gy.mul_(z.mul_(sig))
-                y_pre, gdu, gdelta = ws.wide("y", span), ws.wide("gdu", span), ws.wide("gdelta", span)
-                gb, gc = ws.wide("gb", span), ws.wide("gc", span)
-                scan_chunk_backward(ws, x["delta"], x["du"], x["b"], x["c"], gy, p.a_t, group_starts[c], gh,
-                                    g_a_t, gdu, gdelta, gb, gc, y_pre)
-                store_rows(grad_xz[..., d:], rows, steps, dz.mul_(y_pre.addcmul_(u, p.D)))
-                g_D += torch.mul(gy, u, out=tmp).sum((0, 1, 2))
-                # through du = delta * u and the skip D u
-                gdelta.addcmul_(gdu, u)
-                gu = gdu.mul_(x["delta"]).addcmul_(gy, p.D)
-                # through delta = softplus(dt @ W_dt^T + bias) and (dt, B, C) = u @ W_x^T
-                gpre = _softplus_backward_out(gdelta, x["pre"], 1.0, SOFTPLUS_THRESHOLD, grad_input=tmp)
-                gpre2 = gpre.view(-1, d)
-                g_bias += gpre.sum((0, 1, 2))
-                dbc2 = x["dbc"].view(-1, r + 2 * n)
-                g_dt_proj.addmm_(gpre2.t(), dbc2[:, :r])
-                gdbc = ws.wide("gdbc", span)
-                gdbc2 = gdbc.view(-1, r + 2 * n)
-                gdbc2[:, :r] = torch.mm(gpre2, p.dt_proj_w)
-                gdbc[..., r:r + n] = gb
-                gdbc[..., r + n:] = gc
-                g_x_proj.addmm_(gdbc2.t(), u2)
-                gu.view(-1, d).addmm_(gdbc2, p.x_proj_w)
-                # through u = silu(c): silu'(c) = sig (1 + c - u)
-                conv = x["conv"]
-                sig = torch.sigmoid(conv, out=tmp)
-                gconv = gu.mul_(conv.sub_(u).add_(1).mul_(sig))
-                g_conv_b += gconv.sum((0, 1, 2))
-                # through the causal conv c_t = bias + sum_j w_j x_{t - (k - 1) + j}
-                xw, gxw = x["xw"], ws.wide("gxw", span + k - 1)
-                torch.mul(gconv, p.conv_w_t[k - 1], out=gxw[:, k - 1:])
-                gxw[:, : k - 1].zero_()
-                for j in range(k - 1):
-                    gxw[:, j:j + span].addcmul_(gconv, p.conv_w_t[j])
-                for j in range(k):
-                    g_conv_w[j] += torch.mul(gconv, xw[:, j:j + span], out=tmp).sum((0, 1, 2))
-                gxw[:, span:].add_(carry)
-                store_rows(grad_xz[..., :d], rows, steps, gxw[:, k - 1:])
-                carry.copy_(gxw[:, : k - 1])
-            if has_h0:
-                grad_h0[rows] = gh.view(-1, n, d).transpose(1, 2)
-            if grad_conv0 is not None:
-                grad_conv0[rows] = carry.permute(0, 2, 3, 1).reshape(blocks * b, d, k - 1)
-        return (grad_xz, g_conv_w.t().reshape(conv_w.shape).to(conv_w.dtype), g_conv_b.to(conv_b.dtype),
+        xz_c = xz.to(cd)
+        x = _scan_inputs(p, xz_c, conv0, dbc)
+        u, r, d = x["u"], p.r, xz.shape[2] // 2
+        grad_xz = torch.empty(xz.shape, dtype=cd, device=xz.device)
+        g_u, g_pre, g_a, g_b, g_c, g_D, _, grad_h0 = scan_backward(
+            u, x.pop("pre"), p.A, x["b"], x["c"], p.D, x["z"], starts, grad_y, grad_h_last, chunk_len, batch_block,
+            has_h0, softplus=True, grad_z=grad_xz[..., d:])
+        # through pre = dt @ W_dt^T + bias and (dt, B, C) = u @ W_x^T
+        g_bias = g_pre.sum((0, 1))
+        g_pre2, dbc2 = g_pre.view(-1, d), x["dbc"].view(-1, r + 2 * p.n)
+        g_dt_proj = g_pre2.t() @ dbc2[:, :r]
+        g_dbc = torch.cat([g_pre2 @ p.dt_proj_w, g_b.view(-1, p.n), g_c.view(-1, p.n)], dim=1)
+        del g_pre, g_pre2, g_b, g_c, x
+        g_x_proj = g_dbc.t() @ u.view(-1, d)
+        del u
+        g_u.view(-1, d).addmm_(g_dbc, p.x_proj_w)
+        del g_dbc
+        # through u = silu(conv(x)), the conv carrying the k - 1 inputs before the sequence
+        g_conv_w, g_conv_b, grad_conv0 = _conv_silu_backward(p, xz_c, conv0, g_u, grad_conv_last, grad_xz[..., :d])
+        return (grad_xz.to(xz.dtype), g_conv_w.t().reshape(conv_w.shape).to(conv_w.dtype), g_conv_b.to(conv_b.dtype),
                 g_x_proj.to(x_proj_w.dtype), g_dt_proj.to(dt_proj_w.dtype), g_bias.to(dt_bias.dtype),
-                g_a_t.t().to(A.dtype), g_D.to(D.dtype), grad_h0, grad_conv0, None, None, None)
+                g_a.to(A.dtype), None if g_D is None else g_D.to(D.dtype),
+                None if grad_h0 is None else grad_h0.to(xz.dtype),
+                None if grad_conv0 is None else grad_conv0.to(conv0.dtype), None, None, None)
 
 
 class _Params:
-    """The mixer's weights in the compute dtype, in the layouts the chunks use."""
+    """The mixer's weights in the compute dtype, in the layouts the conv and the scan use."""
 
     def __init__(self, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A, D, cd):
+        self.k = conv_w.shape[-1]
         self.conv_w_t = conv_w.to(cd).view(conv_w.shape[0], -1).t().contiguous()  # (k, D)
         self.conv_b = conv_b.to(cd)
         self.x_proj_w = x_proj_w.to(cd)  # (R + 2N, D)
         self.dt_proj_w = dt_proj_w.to(cd)  # (D, R)
         self.dt_bias = dt_bias.to(cd)
-        self.a_t = A.to(cd).t().contiguous()  # (N, D)
-        self.a2_t = self.a_t * LOG2E
+        self.A = A.to(cd)  # (D, N)
         self.D = D.to(cd)
-        self.r = dt_proj_w.shape[1]
+        self.r, self.n = dt_proj_w.shape[1], A.shape[1]
+        self.compiled = cd == torch.float32 and cpu.handles_selective(conv_w, A)
 
 
-def _workspace(blocks, chunk_len, k, b, n, d, r, cd, device, backward):
-    widths = {name: d for name in ("xw", "conv", "u", "pre", "delta", "du", "y", "z")}
-    widths["dbc"] = r + 2 * n
-    if backward:
-        widths.update({name: d for name in ("gy", "dz", "tmp", "gdu", "gdelta", "gxw")})
-        widths.update(gb=n, gc=n, gdbc=r + 2 * n)
-    return ChunkWorkspace(blocks, chunk_len + k - 1, b, n, d, cd, device, widths, backward)
+def _scan_inputs(p: _Params, xz: Tensor, conv0: Tensor | None, dbc: Tensor | None = None) -> dict[str, Tensor]:
+    """The scan's inputs from xz: u = silu(conv(x)), dbc = u @ W_x^T (given: reused) and its views B, C,
+    pre = dt @ W_dt^T + bias (delta's pre-activation), and z (a view into xz)."""
+    batch, length, d = xz.shape[0], xz.shape[1], xz.shape[2] // 2
+    r, n = p.r, p.n
+    x = xz[..., :d]
+    if p.compiled:
+        u = cpu.conv_silu(x, conv0, p.conv_w_t, p.conv_b)
+    else:
+        u = F.silu(_conv(p, _padded(x, conv0, p.k), length))
+    if dbc is None:  # the forward; the backward passes the one the forward kept
+        dbc = (u.view(-1, d) @ p.x_proj_w.t()).view(batch, length, r + 2 * n)
+    dbc = dbc.to(xz.dtype)
+    pre = torch.addmm(p.dt_bias, dbc.view(-1, r + 2 * n)[:, :r], p.dt_proj_w.t()).view(batch, length, d)
+    return {"u": u, "dbc": dbc, "b": dbc[..., r:r + n], "c": dbc[..., r + n:], "pre": pre, "z": xz[..., d:]}
 
 
-def _chunk_prologue(ws, p: _Params, xz, conv0, rows: slice, steps: slice, k: int) -> dict[str, Tensor]:
-    """The chunk's conv inputs xw (the k - 1 before it, then its own), conv output, u = silu(conv),
-    dbc = u @ W_x^T and its views dt, B, C, pre = dt @ W_dt^T + bias, delta = softplus(pre), du = delta * u."""
+def _padded(x: Tensor, conv0: Tensor | None, k: int) -> Tensor:
+    """[the k - 1 conv inputs before the sequence (conv0, or zeros), x] along time: (B, T + k - 1, D)."""
+    lead = x.new_zeros(x.shape[0], k - 1, x.shape[2]) if conv0 is None else conv0.transpose(1, 2).to(x.dtype)
+    return torch.cat([lead, x], dim=1)
+
+
+def _conv(p: _Params, xpad: Tensor, length: int) -> Tensor:
+    """c_t = bias + sum_j w_j xpad_{t + j}: the causal depthwise conv, as k shifted multiply-adds."""
+    conv = torch.addcmul(p.conv_b, xpad[:, :length], p.conv_w_t[0])
+    for j in range(1, p.k):
+        conv.addcmul_(xpad[:, j:j + length], p.conv_w_t[j])
+    return conv
+
+
+def _conv_last(xz: Tensor, conv0: Tensor | None, k: int) -> Tensor:
+    """The conv state after the sequence: its last k - 1 inputs, (B, D, k - 1)."""
     d = xz.shape[2] // 2
-    t0, t1 = steps.start, steps.stop
-    span = t1 - t0
-    xw = ws.wide("xw", span + k - 1)
-    lead = max(0, (k - 1) - t0)  # inputs from before the sequence: the initial conv state (or zeros)
-    if lead:
-        if conv0 is None:
-            xw[:, :lead].zero_()
-        else:
-            blocks, _, b, _ = xw.shape
-            xw[:, :lead] = conv0[rows, :, k - 1 - lead:].view(blocks, b, d, lead).permute(0, 3, 1, 2)
-    load_rows(xw[:, lead:], xz[..., :d], rows, slice(t0 - (k - 1) + lead, t1))
-    conv = torch.addcmul(p.conv_b, xw[:, :span], p.conv_w_t[0], out=ws.wide("conv", span))
-    for j in range(1, k):
-        conv.addcmul_(xw[:, j:j + span], p.conv_w_t[j])
-    u = torch.ops.aten.silu.out(conv, out=ws.wide("u", span))
-    dbc = ws.wide("dbc", span)
-    r, n = p.r, (dbc.shape[-1] - p.r) // 2
-    torch.mm(u.view(-1, d), p.x_proj_w.t(), out=dbc.view(-1, r + 2 * n))
-    pre = ws.wide("pre", span)
-    torch.mm(dbc.view(-1, r + 2 * n)[:, :r], p.dt_proj_w.t(), out=pre.view(-1, d))
-    pre.add_(p.dt_bias)
-    delta = _softplus_out(pre, 1.0, SOFTPLUS_THRESHOLD, out=ws.wide("delta", span))
-    du = torch.mul(delta, u, out=ws.wide("du", span))
-    return {"xw": xw, "conv": conv, "u": u, "dbc": dbc, "b": dbc[..., r:r + n], "c": dbc[..., r + n:],
-            "pre": pre, "delta": delta, "du": du}
+    x = xz[..., :d]
+    if x.shape[1] < k - 1:
+        x = _padded(x, conv0, k)
+    return x[:, x.shape[1] - (k - 1):].transpose(1, 2)
+
+
+def _conv_silu_backward(p: _Params, xz: Tensor, conv0: Tensor | None, g_u: Tensor, grad_conv_last: Tensor | None,
+                        grad_x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The backward of u = silu(conv(x)): writes dL/dx into grad_x; returns dL/d(conv weight (k, D), bias, conv0)."""
+    length, d, k = xz.shape[1], xz.shape[2] // 2, p.k
+    if p.compiled:
+        return cpu.conv_silu_backward(xz[..., :d], conv0, p.conv_w_t, p.conv_b, g_u, grad_conv_last, grad_x)
+    xpad = _padded(xz[..., :d], conv0, k)
+    conv = _conv(p, xpad, length)
+    sig = torch.sigmoid(conv)
+    g_conv = g_u.mul_(sig * (1 + conv * (1 - sig)))  # silu'(c) = sig (1 + c (1 - sig))
+    g_conv_w = torch.stack([(g_conv * xpad[:, j:j + length]).sum((0, 1)) for j in range(k)])
+    g_xpad = torch.zeros_like(xpad)
+    for j in range(k):
+        g_xpad[:, j:j + length].addcmul_(g_conv, p.conv_w_t[j])
+    if grad_conv_last is not None:
+        g_xpad[:, g_xpad.shape[1] - (k - 1):] += grad_conv_last.transpose(1, 2)
+    grad_x.copy_(g_xpad[:, k - 1:])
+    grad_conv0 = None if conv0 is None else g_xpad[:, : k - 1].transpose(1, 2)
+    return g_conv_w, g_conv.sum((0, 1)), grad_conv0
 
 
 def _mamba_ssm_scan():

@@ -1,46 +1,34 @@
-"""Mamba's selective scan (S6), chunked along time, in PyTorch ops with its own backward.
+"""Mamba's selective scan (S6) with its own backward, never making a (B, T, D, N) tensor.
 
     h_t = exp(delta_t A) * h_{t-1} + delta_t B_t x_t        h: (B, D, N), one state of N per channel
     y_t = C_t . h_t + D x_t          (then times SiLU(z_t) when z is given; delta = softplus(delta + bias))
 
 `selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0)` takes mamba-ssm's arguments in the
 batch-first layout (u, delta, z (B, T, D); B, C (B, T, N); A (D, N); h0 (B, D, N)) and returns (y, h_last).
-`scan_chunk` and `scan_chunk_backward` are the same machinery for callers with their own prologue
-(models/mamba.py runs Mamba's conv and projections around it, chunk by chunk).
+`scan_forward` / `scan_backward` are the same scan for callers with their own autograd function
+(models/mamba.py runs Mamba's conv and projections around it). Both keep only the state before every chunk of
+`chunk_len` steps (B * T * D floats at N = chunk_len = 16) and recompute a chunk's states in the backward, which
+runs the adjoint G_t = C_t gy_t + a_{t+1} G_{t+1} in reverse and reads every gradient off G and h:
+    dB_t = sum_D G_t du_t     dC_t = sum_D h_t gy_t     d(du)_t = sum_N B_t G_t     dh0 = a_0 G_0
+    P_t = G_t a_t h_{t-1}:    dA = sum_t P_t delta_t    ddelta_t (through a) = sum_N P_t A
 
-Design. The whole (B, T, D, N) tensor of states, decays or adjoints is never made, forward or backward:
-- Time is cut into chunks of `chunk_len` (16) steps and the batch into blocks of `batch_block` (8) rows. One
-  block's chunk keeps its decays a = exp(delta A), states h and, backwards, adjoints G in (16, 8, N, D)
-  buffers (2 MiB each at D=256, N=16) that every chunk reuses, so they stay in cache (L2 1 MiB per core,
-  L3 32 MiB here); the (B, T, D)-sized per-step values are gathered per chunk into buffers allocated once.
-- Inside a chunk the recurrence is a plain loop over its steps, one in-place `addcmul_` on (8, N, D) per
-  step. An odd/even parallel scan over the chunk measured 3-4x slower per step on this CPU (more passes,
-  strided halves and fresh tensors), and the loop is exact.
-- The forward keeps only each chunk's starting state: T / 16 states of (B, N, D), i.e. B*T*D floats at
-  N = 16. The backward (a custom autograd.Function, not autograd over the loop) walks the chunks in reverse,
-  recomputes a chunk's decays and states from its starting state, runs the adjoint G_t = C_t gy_t +
-  a_{t+1} G_{t+1} backwards and reads every gradient off G and h:
-      dB_t = sum_D G_t du_t     dC_t = sum_D h_t gy_t     d(du)_t = sum_N B_t G_t     dh0 = a_0 G_0
-      P_t = G_t a_t h_{t-1}:    dA = sum_t P_t delta_t    ddelta_t (through a) = sum_N P_t A
-  Memory: O(B*T*D) for the inputs and gradients plus the chunk buffers, independent of T beyond that.
-- exp(x) is computed as exp2(x log2 e): torch's exp2 is 3-4x faster than its exp on this CPU. Inputs below
-  float32 are computed in float32; float64 stays float64.
+Two implementations of that contract:
+- CPU, float32 (bf16/fp16 computed in float32), N <= 64: `scans/fused/cpu_kernels.c` (compiled at first use,
+  `scans/fused/cpu.py`). 16 channels side by side in vector lanes, each channel's N states in an (N, 16) block
+  that stays in L1: one read of the (B, T, D) inputs and one write of y forward, the same backward, with the
+  softplus and the SiLU(z) gate inside.
+- Anywhere else (float64, CUDA without mamba-ssm, no C compiler): PyTorch ops on chunks, below. Time is cut
+  into chunks and the batch into blocks of `batch_block` rows; one block's chunk keeps its decays, states and
+  adjoints in (chunk_len, batch_block, N, D) buffers every chunk reuses, and the recurrence inside a chunk is a
+  loop of in-place `addcmul_` (an odd/even scan over the chunk measured 3-4x slower per step on a CPU).
 
 Floor (B=64, T=512, D=256, N=16, float32, one training step = forward + backward):
-- Bytes that must move: per step the forward reads u, delta, z (3 B*D floats) and B, C (2 B*N) and writes y
-  (B*D), about 0.27 MB; the backward reads those and dL/dy and writes five gradients, about 0.48 MB, plus a
-  chunk's starting state every 16 steps (written, then read back). That is ~0.45 GB per training step,
-  ~11 ms at this machine's ~41 GB/s copy bandwidth, if the (B, D, N) state lived in registers or cache.
-- Arithmetic: ~134M state elements, each an exp2 and a few multiply-adds forward and again (recomputed, plus
-  ~10 more) backward: ~3 GFLOP and ~270M exp2, tens of milliseconds on two cores.
-- This implementation instead passes every state-sized intermediate through memory: about 8 passes over a
-  (l, b, N, D) buffer forward and 27 backward (decays, exp2, outer product, the step loop, four batched
-  contractions with C, B and dL/dy, P and its two reductions), ~35 x 0.54 GB = 19 GB of traffic per training
-  step, most of it from L2/L3. Measured (one thread, in a Mamba mixer training step at these sizes, ~1.1 s):
-  state-sized ops ~35-45%, the four projections' matmuls ~35%, the (B, T, D) element-wise work around the
-  scan ~15-20% and writing fresh output tensors (first-touch page faults of >= 32 MiB allocations) ~5%. With two
-  threads the state-sized ops scale least (the step loop's ops are small) and vary most when the machine is
-  shared. A compiled kernel that keeps the state in registers would be needed to approach the floor.
+- Bytes: per step the forward reads u, delta, z (3 B*D floats) and B, C (2 B*N) and writes y (B*D); the backward
+  reads those and dL/dy and writes five gradients: ~0.45 GB, ~11 ms at this machine's ~41 GB/s copy bandwidth.
+- Arithmetic: ~134M state elements, each an exp and three multiply-adds forward, recomputed plus ~10 more
+  backward: ~3 GFLOP and ~270M exp, which bounds the compiled kernel (tens of ms per core), not memory.
+  The PyTorch chunks instead pass every state-sized intermediate through cache and memory (~35 passes over a
+  chunk's (l, b, N, D) buffers per training step), several times slower.
 """
 
 from __future__ import annotations
@@ -49,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from minrnn_cli.scans.fused import cpu
+
 DEFAULT_CHUNK_LEN = 16
 DEFAULT_BATCH_BLOCK = 8
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x log2(e)): torch's exp2 is several times faster than its exp on CPU
 SOFTPLUS_THRESHOLD = 20.0  # F.softplus's default: the identity above it
-_softplus_out = torch.ops.aten.softplus.out
-_softplus_backward_out = torch.ops.aten.softplus_backward.grad_input
 
 
 def batch_groups(batch: int, block: int) -> list[tuple[slice, int, int]]:
@@ -186,137 +174,172 @@ def scan_chunk_backward(ws: ChunkWorkspace, delta: Tensor, du: Tensor, b_in: Ten
         torch.sum(p.mul_(a_t), 2, out=grad_delta[k])
 
 
-_WIDE_FORWARD = ("u", "pre", "delta", "du", "y")
+_WIDE_FORWARD = ("u", "delta", "du", "y")
+
+
+def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                 h0: Tensor | None, chunk_len: int, batch_block: int, keep: bool, softplus: bool
+                 ) -> tuple[Tensor, Tensor, object]:
+    """(y, h_last, starts) of the scan, with delta already through its bias (and through its softplus unless
+    `softplus`, which applies it here), in the compute dtype (float32, or float64 for float64 inputs).
+    `starts`, the state before every chunk (None unless `keep`), is what `scan_backward` needs. The compiled CPU
+    kernel (scans/fused/cpu_kernels.c) where it applies, else this module's PyTorch chunks; both keep only the
+    chunk starts."""
+    chunk_len = max(1, min(chunk_len, u.shape[1]))
+    if cpu.handles_selective(u, A):
+        return cpu.selective_forward(u, delta, A, B, C, D, z, h0, chunk_len, keep, softplus)
+    if softplus:
+        delta = F.softplus(delta.to(torch.promote_types(delta.dtype, torch.float32)))
+    return _chunked_forward(u, delta, A, B, C, D, z, h0, chunk_len, batch_block, keep)
+
+
+def scan_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                  starts, grad_y: Tensor, grad_h_last: Tensor | None, chunk_len: int, batch_block: int,
+                  need_h0: bool, softplus: bool, grad_z: Tensor | None = None) -> tuple:
+    """dL/d(u, delta, A, B, C, D, z, h0) of `scan_forward`'s (y, h_last) from the `starts` it returned, in the
+    compute dtype; None where there is no such input. With `softplus`, delta and its gradient are the
+    pre-activation's. dL/dz goes into `grad_z` when one is given."""
+    chunk_len = max(1, min(chunk_len, u.shape[1]))
+    if cpu.handles_selective(u, A):
+        return cpu.selective_backward(u, delta, A, B, C, D, z, starts, grad_y, grad_h_last, chunk_len, need_h0,
+                                      softplus, grad_z)
+    if not softplus:
+        return _chunked_backward(u, delta, A, B, C, D, z, starts, grad_y, grad_h_last, chunk_len, batch_block,
+                                 need_h0, grad_z)
+    pre = delta.to(torch.promote_types(delta.dtype, torch.float32))
+    grads = _chunked_backward(u, F.softplus(pre), A, B, C, D, z, starts, grad_y, grad_h_last, chunk_len,
+                              batch_block, need_h0, grad_z)
+    grad_pre = torch.ops.aten.softplus_backward(grads[1], pre, 1.0, SOFTPLUS_THRESHOLD)
+    return grads[0], grad_pre, *grads[2:]
+
+
+def _chunked_forward(u, delta, A, B, C, D, z, h0, chunk_len, batch_block, keep):
+    batch, length, d = u.shape
+    n = A.shape[1]
+    cd = torch.promote_types(u.dtype, torch.float32)
+    a2_t = (A.to(cd) * LOG2E).t().contiguous()
+    d_skip = None if D is None else D.to(cd)
+    y = torch.empty(batch, length, d, dtype=cd, device=u.device)
+    h_last = torch.empty(batch, d, n, dtype=cd, device=u.device)
+    widths = {**dict.fromkeys(_WIDE_FORWARD, d), "z": d, "b": n, "c": n}
+    starts = []
+    for rows, blocks, b in batch_groups(batch, batch_block):
+        ws = ChunkWorkspace(blocks, chunk_len, b, n, d, cd, u.device, widths, backward=False)
+        state = torch.empty(blocks, b, n, d, dtype=cd, device=u.device)
+        if h0 is None:
+            state.zero_()
+        else:
+            state.copy_(h0[rows].transpose(1, 2).view(blocks, b, n, d))
+        group_starts = []
+        for t0 in range(0, length, chunk_len):
+            steps = slice(t0, min(t0 + chunk_len, length))
+            x = _load_chunk(ws, (u, delta, B, C, z), rows, steps)
+            y_c = ws.wide("y", x["u"].shape[1])
+            h_in = state
+            if keep:
+                group_starts.append(state)
+                state = torch.empty_like(state)
+            scan_chunk(ws, x["delta"], x["du"], x["b"], x["c"], a2_t, h_in, state, y_c)
+            if d_skip is not None:
+                y_c.addcmul_(x["u"], d_skip)
+            if z is not None:
+                y_c.mul_(F.silu(x["z"], inplace=True))
+            store_rows(y, rows, steps, y_c)
+        h_last[rows] = state.view(-1, n, d).transpose(1, 2)
+        starts.append(group_starts)
+    return y, h_last, starts if keep else None
+
+
+def _chunked_backward(u, delta, A, B, C, D, z, starts, grad_y, grad_h_last, chunk_len, batch_block, need_h0,
+                      grad_z):
+    batch, length, d = u.shape
+    n = A.shape[1]
+    cd = torch.promote_types(u.dtype, torch.float32)
+    a_t = A.to(cd).t().contiguous()
+    d_skip = None if D is None else D.to(cd)
+    new = lambda *shape: torch.empty(*shape, dtype=cd, device=u.device)  # noqa: E731
+    grad_u, grad_delta, grad_B, grad_C = new(batch, length, d), new(batch, length, d), new(batch, length, n), \
+        new(batch, length, n)
+    if z is not None and grad_z is None:
+        grad_z = new(batch, length, d)
+    grad_h0 = new(batch, d, n) if need_h0 else None
+    grad_a_t = torch.zeros(n, d, dtype=cd, device=u.device)
+    grad_D = None if D is None else torch.zeros(d, dtype=cd, device=u.device)
+    widths = {**dict.fromkeys(_WIDE_FORWARD + ("z", "gy", "gdu", "gdelta", "tmp", "dz"), d),
+              **dict.fromkeys(("b", "c", "gb", "gc"), n)}
+    n_chunks = -(-length // chunk_len)
+    for (rows, blocks, b), group_starts in zip(batch_groups(batch, batch_block), starts, strict=True):
+        ws = ChunkWorkspace(blocks, chunk_len, b, n, d, cd, u.device, widths, backward=True)
+        gh = torch.empty(blocks, b, n, d, dtype=cd, device=u.device)
+        if grad_h_last is None:
+            gh.zero_()
+        else:
+            gh.copy_(grad_h_last[rows].transpose(1, 2).view(blocks, b, n, d))
+        for c in reversed(range(n_chunks)):
+            steps = slice(c * chunk_len, min((c + 1) * chunk_len, length))
+            x = _load_chunk(ws, (u, delta, B, C, z), rows, steps)
+            span = x["u"].shape[1]
+            gy = load_rows(ws.wide("gy", span), grad_y, rows, steps)
+            y_pre = None
+            if z is not None:
+                dz, tmp = ws.wide("dz", span), ws.wide("tmp", span)
+                gy_gated = _gate_backward(x["z"], gy, dz, tmp)
+                y_pre = ws.wide("y", span)
+            else:
+                gy_gated = gy
+            gdu, gdelta = ws.wide("gdu", span), ws.wide("gdelta", span)
+            scan_chunk_backward(ws, x["delta"], x["du"], x["b"], x["c"], gy_gated, a_t, group_starts[c], gh,
+                                grad_a_t, gdu, gdelta, ws.wide("gb", span), ws.wide("gc", span), y_pre)
+            if z is not None:
+                if d_skip is not None:
+                    y_pre.addcmul_(x["u"], d_skip)
+                store_rows(grad_z, rows, steps, dz.mul_(y_pre))
+            if d_skip is not None:
+                grad_D += torch.mul(gy_gated, x["u"], out=ws.wide("tmp", span)).sum((0, 1, 2))
+            gdelta.addcmul_(gdu, x["u"])
+            grad_u_c = gdu.mul_(x["delta"])
+            if d_skip is not None:
+                grad_u_c.addcmul_(gy_gated, d_skip)
+            store_rows(grad_u, rows, steps, grad_u_c)
+            store_rows(grad_delta, rows, steps, gdelta)
+            store_rows(grad_B, rows, steps, ws.wide("gb", span))
+            store_rows(grad_C, rows, steps, ws.wide("gc", span))
+        if need_h0:
+            grad_h0[rows] = gh.view(-1, n, d).transpose(1, 2)
+    return grad_u, grad_delta, grad_a_t.t(), grad_B, grad_C, grad_D, grad_z, grad_h0
 
 
 class _SelectiveScan(torch.autograd.Function):
-    """u, delta_raw, z (B, T, D); B, C (B, T, N); A (D, N); D, delta_bias (D,); h0 and h_last (B, D, N)."""
+    """u, delta, z (B, T, D) with delta already through its bias and softplus; B, C (B, T, N); A (D, N); D (D,);
+    h0 and h_last (B, D, N)."""
 
     @staticmethod
-    def forward(ctx, u, delta_raw, A, B, C, D, z, delta_bias, h0, softplus, chunk_len, batch_block, keep):
-        batch, length, d = u.shape
-        n = A.shape[1]
-        cd = torch.promote_types(u.dtype, torch.float32)
-        a2_t = (A.to(cd) * LOG2E).t().contiguous()
-        bias = None if delta_bias is None else delta_bias.to(cd)
-        d_skip = None if D is None else D.to(cd)
-        chunk_len = max(1, min(chunk_len, length))
-        y = torch.empty(batch, length, d, dtype=u.dtype, device=u.device)
-        h_last = torch.empty(batch, d, n, dtype=u.dtype, device=u.device)
-        widths = {**dict.fromkeys(_WIDE_FORWARD, d), "z": d, "b": n, "c": n}
-        starts = []
-        for rows, blocks, b in batch_groups(batch, batch_block):
-            ws = ChunkWorkspace(blocks, chunk_len, b, n, d, cd, u.device, widths, backward=False)
-            state = torch.empty(blocks, b, n, d, dtype=cd, device=u.device)
-            if h0 is None:
-                state.zero_()
-            else:
-                state.copy_(h0[rows].transpose(1, 2).view(blocks, b, n, d))
-            group_starts = []
-            for t0 in range(0, length, chunk_len):
-                steps = slice(t0, min(t0 + chunk_len, length))
-                x = _load_chunk(ws, (u, delta_raw, B, C, z), rows, steps, bias, softplus)
-                y_c = ws.wide("y", x["u"].shape[1])
-                h_in = state
-                if keep:
-                    group_starts.append(state)
-                    state = torch.empty_like(state)
-                scan_chunk(ws, x["delta"], x["du"], x["b"], x["c"], a2_t, h_in, state, y_c)
-                if d_skip is not None:
-                    y_c.addcmul_(x["u"], d_skip)
-                if z is not None:
-                    y_c.mul_(F.silu(x["z"], inplace=True))
-                store_rows(y, rows, steps, y_c)
-            h_last[rows] = state.view(-1, n, d).transpose(1, 2)
-            starts.append(group_starts)
-        ctx.options = softplus, chunk_len, batch_block, h0 is not None, cd
+    def forward(ctx, u, delta, A, B, C, D, z, h0, chunk_len, batch_block, softplus, keep):
+        y, h_last, starts = scan_forward(u, delta, A, B, C, D, z, h0, chunk_len, batch_block, keep, softplus)
+        ctx.options = chunk_len, batch_block, softplus
         if keep:
-            ctx.save_for_backward(u, delta_raw, A, B, C, D, z, delta_bias)
+            ctx.save_for_backward(u, delta, A, B, C, D, z, h0)
             ctx.starts = starts
-        return y, h_last
+        return y.to(u.dtype), h_last.to(u.dtype)
 
     @staticmethod
     def backward(ctx, grad_y, grad_h_last):
-        u, delta_raw, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        softplus, chunk_len, batch_block, has_h0, cd = ctx.options
+        inputs = ctx.saved_tensors
+        u, delta, A, B, C, D, z, h0 = inputs
         starts = ctx.starts
         del ctx.starts
-        batch, length, d = u.shape
-        n = A.shape[1]
-        a_t = A.to(cd).t().contiguous()
-        bias = None if delta_bias is None else delta_bias.to(cd)
-        d_skip = None if D is None else D.to(cd)
-        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta_raw)
-        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
-        grad_z = None if z is None else torch.empty_like(z)
-        grad_h0 = torch.empty(batch, d, n, dtype=u.dtype, device=u.device) if has_h0 else None
-        grad_a_t = torch.zeros(n, d, dtype=cd, device=u.device)
-        grad_D = None if D is None else torch.zeros(d, dtype=cd, device=u.device)
-        grad_bias = None if delta_bias is None else torch.zeros(d, dtype=cd, device=u.device)
-        widths = {**dict.fromkeys(_WIDE_FORWARD + ("z", "gy", "gdu", "gdelta", "tmp", "dz"), d),
-                  **dict.fromkeys(("b", "c", "gb", "gc"), n)}
-        n_chunks = -(-length // chunk_len)
-        for (rows, blocks, b), group_starts in zip(batch_groups(batch, batch_block), starts, strict=True):
-            ws = ChunkWorkspace(blocks, chunk_len, b, n, d, cd, u.device, widths, backward=True)
-            gh = torch.empty(blocks, b, n, d, dtype=cd, device=u.device)
-            if grad_h_last is None:
-                gh.zero_()
-            else:
-                gh.copy_(grad_h_last[rows].transpose(1, 2).view(blocks, b, n, d))
-            for c in reversed(range(n_chunks)):
-                steps = slice(c * chunk_len, min((c + 1) * chunk_len, length))
-                x = _load_chunk(ws, (u, delta_raw, B, C, z), rows, steps, bias, softplus)
-                span = x["u"].shape[1]
-                gy = load_rows(ws.wide("gy", span), grad_y, rows, steps)
-                y_pre = None
-                if z is not None:
-                    dz, tmp = ws.wide("dz", span), ws.wide("tmp", span)
-                    gy_gated = _gate_backward(x["z"], gy, dz, tmp)
-                    y_pre = ws.wide("y", span)
-                else:
-                    gy_gated = gy
-                gdu, gdelta = ws.wide("gdu", span), ws.wide("gdelta", span)
-                scan_chunk_backward(ws, x["delta"], x["du"], x["b"], x["c"], gy_gated, a_t, group_starts[c], gh,
-                                    grad_a_t, gdu, gdelta, ws.wide("gb", span), ws.wide("gc", span), y_pre)
-                if z is not None:
-                    if d_skip is not None:
-                        y_pre.addcmul_(x["u"], d_skip)
-                    store_rows(grad_z, rows, steps, dz.mul_(y_pre))
-                if d_skip is not None:
-                    grad_D += torch.mul(gy_gated, x["u"], out=ws.wide("tmp", span)).sum((0, 1, 2))
-                gdelta.addcmul_(gdu, x["u"])
-                grad_u_c = gdu.mul_(x["delta"])
-                if d_skip is not None:
-                    grad_u_c.addcmul_(gy_gated, d_skip)
-                store_rows(grad_u, rows, steps, grad_u_c)
-                if softplus:
-                    gdelta = _softplus_backward_out(gdelta, x["pre"], 1.0, SOFTPLUS_THRESHOLD,
-                                                    grad_input=ws.wide("tmp", span))
-                if grad_bias is not None:
-                    grad_bias += gdelta.sum((0, 1, 2))
-                store_rows(grad_delta, rows, steps, gdelta)
-                store_rows(grad_B, rows, steps, ws.wide("gb", span))
-                store_rows(grad_C, rows, steps, ws.wide("gc", span))
-            if has_h0:
-                grad_h0[rows] = gh.view(-1, n, d).transpose(1, 2)
-        return (grad_u, grad_delta, grad_a_t.t().to(A.dtype), grad_B, grad_C,
-                None if grad_D is None else grad_D.to(D.dtype), grad_z,
-                None if grad_bias is None else grad_bias.to(delta_bias.dtype), grad_h0, None, None, None, None)
+        chunk_len, batch_block, softplus = ctx.options
+        grads = scan_backward(u, delta, A, B, C, D, z, starts, grad_y, grad_h_last, chunk_len, batch_block,
+                              h0 is not None, softplus)
+        return (*(None if g is None else g.to(t.dtype) for g, t in zip(grads, inputs, strict=True)), None, None,
+                None, None)
 
 
-def _load_chunk(ws: ChunkWorkspace, inputs, rows: slice, steps: slice, bias: Tensor | None, softplus: bool
-                ) -> dict[str, Tensor]:
-    """The chunk's u, B, C, z, delta_raw (+ bias) as `pre`, delta = softplus(pre) and du = delta * u."""
+def _load_chunk(ws: ChunkWorkspace, inputs, rows: slice, steps: slice) -> dict[str, Tensor]:
+    """The chunk's u, delta, B, C, z and du = delta * u."""
     length = steps.stop - steps.start
     x = {name: load_rows(ws.wide(name, length), src, rows, steps) for name, src in
-         zip(("u", "pre", "b", "c", "z"), inputs, strict=True) if src is not None}
-    if bias is not None:
-        x["pre"].add_(bias)
-    x["delta"] = ws.wide("delta", length)
-    if softplus:
-        _softplus_out(x["pre"], 1.0, SOFTPLUS_THRESHOLD, out=x["delta"])
-    else:
-        x["delta"].copy_(x["pre"])
+         zip(("u", "delta", "b", "c", "z"), inputs, strict=True) if src is not None}
     x["du"] = torch.mul(x["delta"], x["u"], out=ws.wide("du", length))
     return x
 
@@ -340,8 +363,10 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     and delta = softplus(delta + delta_bias) when `delta_softplus`. Differentiable in every tensor argument.
     `chunk_len` and `batch_block` set the work-buffer shape (speed and memory only, not the result).
     """
-    inputs = (u, delta, A, B, C, D, z, delta_bias, h0)
-    return _SelectiveScan.apply(*inputs, delta_softplus, chunk_len, batch_block, keeps_graph(inputs))
+    if delta_bias is not None:
+        delta = delta + delta_bias
+    inputs = (u, delta, A, B, C, D, z, h0)
+    return _SelectiveScan.apply(*inputs, chunk_len, batch_block, delta_softplus, keeps_graph(inputs))
 
 
 def keeps_graph(tensors) -> bool:

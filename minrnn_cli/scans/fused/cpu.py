@@ -1,4 +1,5 @@
-"""minGRU and minLSTM on the CPU in one pass over memory each way: `cpu_kernels.c`, compiled at first use.
+"""minGRU, minLSTM and Mamba's selective scan on the CPU in one pass over memory each way: `cpu_kernels.c`,
+compiled at first use.
 
 Why compiled: in PyTorch's eager ops every gate, the candidate and each level of a parallel scan is its own
 pass over a (B, T, D) tensor, and a fresh tensor each, so a minGRU layer spent 2-3x its projection's matmul
@@ -91,11 +92,41 @@ def _build(compiler: str, target: Path) -> tuple[str, ...]:
             if done.returncode == 0:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-                shutil.copyfile(built, partial)
-                os.replace(partial, target)  # whole or not at all, for processes building side by side
+                try:
+                    shutil.copyfile(built, partial)
+                    os.replace(partial, target)  # whole or not at all, for processes building side by side
+                except OSError:
+                    partial.unlink(missing_ok=True)  # a full cache disk keeps no torn library
+                    raise
                 return flags
             errors.append(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     raise RuntimeError("; ".join(errors))
+
+
+def _build_and_load(compiler: str, target: Path) -> tuple[ctypes.CDLL | None, str]:
+    """Build into the cache; a cache folder that cannot be written (read-only, full, a file in the way) costs
+    one warning and a build in a temporary folder, removed once loaded; where that fails too, the cells keep
+    their PyTorch paths (None). Also returns where the library was built."""
+    global _status
+    try:
+        _build(compiler, target)
+        return ctypes.CDLL(str(target)), str(target)
+    except OSError as error:
+        cache_error = error
+    with tempfile.TemporaryDirectory(prefix="minrnn-kernels-") as scratch:
+        try:
+            _build(compiler, Path(scratch) / target.name)
+            library = ctypes.CDLL(str(Path(scratch) / target.name))  # stays loaded once its file is gone
+        except OSError as error:
+            _status = f"unavailable: neither the cache {target.parent} nor a temporary folder can be written ({error})"
+            log.warning(f"CPU cell kernels: the cache folder {target.parent} cannot be written "
+                        f"({cache_error.strerror}), nor a temporary folder ({error.strerror}); using the PyTorch "
+                        "path (slower). Set MINRNN_CACHE_DIR to a writable folder")
+            return None, ""
+    log.warning(f"CPU cell kernels: the cache folder {target.parent} cannot be written ({cache_error.strerror}); "
+                "built in a temporary folder for this process. Set MINRNN_CACHE_DIR to a writable folder to keep "
+                "the build")
+    return library, f"a temporary folder ({target.parent} cannot be written)"
 
 
 def _load() -> ctypes.CDLL | None:
@@ -114,21 +145,25 @@ def _load() -> ctypes.CDLL | None:
         SOURCE.read_bytes(), compiler, version, _cpu_signature(), repr(FLAG_SETS)))).hexdigest()[:16]
     target = _cache_dir() / f"cells-{key}.so"
     try:
-        if not target.is_file():
-            try:
-                _build(compiler, target)
-            except OSError:  # a cache folder that cannot be written: build into a private one
-                target = Path(tempfile.mkdtemp(prefix="minrnn-kernels-")) / target.name
-                _build(compiler, target)
-        library = ctypes.CDLL(str(target))
+        library, built = (ctypes.CDLL(str(target)), str(target)) if target.is_file() else \
+            _build_and_load(compiler, target)
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         _status = f"unavailable: the C compiler failed ({error})"
         log.debug(f"CPU cell kernels {_status}")
         return None
+    if library is None:
+        return None
     pointer, size = ctypes.c_void_p, ctypes.c_longlong
     library.cell_forward.argtypes = [ctypes.c_int] * 3 + [pointer] * 3 + [size] * 3 + [ctypes.c_int]
     library.cell_backward.argtypes = [ctypes.c_int] * 3 + [pointer] * 7 + [size] * 3 + [ctypes.c_int]
-    _library, _status = library, f"compiled: {target}"
+    library.selective_forward.argtypes = [pointer] * 5 + [size] + [pointer] * 2 + [size] + [pointer] * 4 + \
+        [size] * 5 + [ctypes.c_int] * 2
+    library.selective_backward.argtypes = [pointer] * 5 + [size] + [pointer] * 2 + [size] + [pointer] * 8 + \
+        [size] + [pointer] * 2 + [size] * 5 + [ctypes.c_int] * 2
+    library.conv_silu_forward.argtypes = [pointer, size] + [pointer] * 4 + [size] * 4 + [ctypes.c_int]
+    library.conv_silu_backward.argtypes = [pointer, size] + [pointer] * 6 + [size] + [pointer] * 2 + [size] * 4 + \
+        [ctypes.c_int]
+    _library, _status = library, f"compiled: {built}"
     return library
 
 
@@ -189,3 +224,125 @@ def compiled_cell_scan(hidden: Tensor, h0: Tensor | None, cell: str, log_space: 
         h = _forward(hidden32, h0_32, cell, log_space, normalize)[0]
     h = h.to(dtype)
     return h, h[:, -1]
+
+
+# ---- Mamba's selective scan -------------------------------------------------------------------------------
+
+MAX_STATE = 64  # the kernel keeps a channel's N states in an (N, 16) block: N up to MAX_STATE
+
+
+def handles_selective(u: Tensor, A: Tensor) -> bool:
+    """Whether the compiled selective scan takes these inputs: CPU, not float64, N <= MAX_STATE."""
+    return (u.device.type == "cpu" and u.dtype != torch.float64 and A.dtype != torch.float64
+            and A.shape[1] <= MAX_STATE and available())
+
+
+def _rows_of(t: Tensor) -> tuple[Tensor, int]:
+    """A float32 (B, T, w) whose steps are rows at a common stride, and that stride (views into a wider tensor
+    such as x_proj's or in_proj's output are kept as they are)."""
+    t = t.float()
+    if t.stride(2) != 1 or t.stride(0) != t.shape[1] * t.stride(1):
+        t = t.contiguous()
+    return t, t.stride(1)
+
+
+def selective_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                      z: Tensor | None, h0: Tensor | None, chunk_len: int, keep: bool, softplus: bool
+                      ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(y, h_last, starts) in float32 for u, delta, z (B, T, D), B, C (B, T, N), A (D, N), D (D,), h0 (B, D, N);
+    starts (B, chunks, N, D) is the state before every chunk, for `selective_backward` (None unless `keep`).
+    With `softplus`, delta is its pre-activation and the kernel takes its softplus."""
+    batch, length, d = u.shape
+    n = A.shape[1]
+    u, delta = u.float().contiguous(), delta.float().contiguous()
+    b_in, bc_stride = _rows_of(B)
+    c_in, c_stride = _rows_of(C)
+    if c_stride != bc_stride:
+        b_in, c_in = b_in.contiguous(), c_in.contiguous()
+        bc_stride = n
+    z_in, z_stride = (None, 0) if z is None else _rows_of(z)
+    a = A.float().contiguous()
+    skip = None if D is None else D.float().contiguous()
+    h0 = None if h0 is None else h0.float().contiguous()
+    y = torch.empty(batch, length, d)
+    h_last = torch.empty(batch, d, n)
+    chunks = -(-length // chunk_len)
+    starts = torch.empty(batch, chunks, n, d) if keep else None
+    _load().selective_forward(_pointer(u), _pointer(delta), _pointer(a), _pointer(b_in), _pointer(c_in), bc_stride,
+                              _pointer(skip), _pointer(z_in), z_stride, _pointer(h0), _pointer(y), _pointer(h_last),
+                              _pointer(starts), batch, length, d, n, chunk_len, int(softplus),
+                              torch.get_num_threads())
+    return y, h_last, starts
+
+
+def selective_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                       z: Tensor | None, starts: Tensor, grad_y: Tensor, grad_h_last: Tensor | None,
+                       chunk_len: int, need_h0: bool, softplus: bool, grad_z: Tensor | None = None) -> tuple:
+    """The gradients (u, delta, A, B, C, D, z, h0) in float32 of `selective_forward`'s (y, h_last), from the
+    states it kept; None for D, z, h0 when there is none (or it is not needed). `grad_z`, a float32 (B, T, D)
+    with unit channel stride (a view into a wider gradient), receives dL/dz when given. With `softplus`, delta is
+    its pre-activation and the gradient returned is the pre-activation's."""
+    batch, length, d = u.shape
+    n = A.shape[1]
+    u, delta = u.float().contiguous(), delta.float().contiguous()
+    b_in, bc_stride = _rows_of(B)
+    c_in, c_stride = _rows_of(C)
+    if c_stride != bc_stride:
+        b_in, c_in = b_in.contiguous(), c_in.contiguous()
+        bc_stride = n
+    z_in, z_stride = (None, 0) if z is None else _rows_of(z)
+    if z is not None and grad_z is None:
+        grad_z = torch.empty(batch, length, d)
+    a = A.float().contiguous()
+    skip = None if D is None else D.float().contiguous()
+    grad_y = grad_y.float().contiguous()
+    grad_h_last = None if grad_h_last is None else grad_h_last.float().contiguous()
+    grad_u, grad_delta = torch.empty(batch, length, d), torch.empty(batch, length, d)
+    grad_b, grad_c = torch.empty(batch, length, n), torch.empty(batch, length, n)
+    grad_h0 = torch.empty(batch, d, n) if need_h0 else None
+    threads = torch.get_num_threads()
+    accum = torch.empty(threads, d * n + d)
+    _load().selective_backward(_pointer(u), _pointer(delta), _pointer(a), _pointer(b_in), _pointer(c_in),
+                               bc_stride, _pointer(skip), _pointer(z_in), z_stride, _pointer(starts),
+                               _pointer(grad_y), _pointer(grad_h_last), _pointer(grad_u), _pointer(grad_delta),
+                               _pointer(grad_b), _pointer(grad_c), _pointer(grad_z),
+                               0 if grad_z is None else grad_z.stride(1), _pointer(grad_h0),
+                               _pointer(accum), batch, length, d, n, chunk_len, int(softplus), threads)
+    totals = accum.sum(0)
+    grad_a = totals[: d * n].view(d, n)
+    grad_skip = None if D is None else totals[d * n:]
+    return grad_u, grad_delta, grad_a, grad_b, grad_c, grad_skip, grad_z, grad_h0
+
+
+def conv_silu(x: Tensor, conv0: Tensor | None, weight: Tensor, bias: Tensor) -> Tensor:
+    """u = silu(causal depthwise conv(x)), float32: x (B, T, D) with unit channel stride (a view into in_proj's
+    output), conv0 (B, D, k - 1) the inputs before the sequence (None: zeros), weight (k, D), bias (D,)."""
+    batch, length, d = x.shape
+    x, stride = _rows_of(x)
+    conv0 = None if conv0 is None else conv0.float().contiguous()
+    weight, bias = weight.float().contiguous(), bias.float().contiguous()
+    u = torch.empty(batch, length, d)
+    _load().conv_silu_forward(_pointer(x), stride, _pointer(conv0), _pointer(weight), _pointer(bias), _pointer(u),
+                              batch, length, d, weight.shape[0], torch.get_num_threads())
+    return u
+
+
+def conv_silu_backward(x: Tensor, conv0: Tensor | None, weight: Tensor, bias: Tensor, grad_u: Tensor,
+                       grad_last: Tensor | None, grad_x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The backward of `conv_silu` (grad_u, float32 contiguous, is overwritten): writes dL/dx into grad_x (float32,
+    unit channel stride) and returns (dL/dweight (k, D), dL/dbias, dL/dconv0 or None). grad_last (B, D, k - 1) is
+    the gradient of the last k - 1 inputs, the carried conv state, or None."""
+    batch, length, d = x.shape
+    k = weight.shape[0]
+    x, stride = _rows_of(x)
+    conv0 = None if conv0 is None else conv0.float().contiguous()
+    grad_last = None if grad_last is None else grad_last.float().contiguous()
+    weight, bias = weight.float().contiguous(), bias.float().contiguous()
+    grad_conv0 = None if conv0 is None else torch.empty(batch, d, k - 1)
+    threads = torch.get_num_threads()
+    accum = torch.empty(threads, k * d + d)
+    _load().conv_silu_backward(_pointer(x), stride, _pointer(conv0), _pointer(weight), _pointer(bias),
+                               _pointer(grad_u), _pointer(grad_last), _pointer(grad_x), grad_x.stride(1),
+                               _pointer(grad_conv0), _pointer(accum), batch, length, d, k, threads)
+    totals = accum.sum(0)
+    return totals[: k * d].view(k, d), totals[k * d:], grad_conv0

@@ -1,4 +1,5 @@
-/* minGRU and minLSTM on the CPU: gates, candidate and scan in one pass over memory each way.
+/* minGRU, minLSTM and Mamba's conv + selective scan on the CPU, each in one pass over memory each way.
+ * (The Mamba kernels are further down, with their own description.)
  *
  * Compiled at first use by minrnn_cli/scans/fused/cpu.py with the system C compiler and loaded with ctypes.
  * float32, contiguous tensors. `hidden` is the cell's input projection (B, T, (n_gates + 1) * D) laid out
@@ -15,6 +16,10 @@
  * written so the compiler vectorises it; NaN and infinity propagate as they would through torch's ops.
  */
 #include <math.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -169,4 +174,405 @@ void cell_backward(int cell, int normalize, int log_space, const float *hidden, 
                      grad_hidden + b * T * width, grad_h0 + b * D, scratch + b * 2 * D,                      \
                      scratch + b * 2 * D + D, T, D);
     EACH_VARIANT(BACKWARD)
+}
+
+/* ---- Mamba's selective scan (S6) -------------------------------------------------------------------------
+ *
+ *     h_t = exp(delta_t A) * h_{t-1} + delta_t u_t B_t,    y_t = (C_t . h_t + D u_t) * silu(z_t)
+ *
+ * per channel d a state of N, A (D, N). u, delta, y: (B, T, D) contiguous; B_t, C_t: N floats at a row stride of
+ * `bc_stride` per step (views into x_proj's output); z: D floats at a row stride of `z_stride` (a view into
+ * in_proj's output), or NULL; D_skip (D) or NULL; h0, h_last, grad_h0: (B, D, N); starts: (B, chunks, N, D), the
+ * state before each chunk of `chunk_len` steps, written forward and read backward, where the states inside a
+ * chunk are recomputed. W channels are computed side by side (the vectorised lanes), their N states each kept
+ * in a (N, W) block that stays in L1, so no (B, T, D, N) tensor is ever written. With use_softplus, `delta`
+ * holds its pre-activation: the kernels take delta = softplus(pre) and return dL/dpre in grad_delta. */
+#define LANES 16
+#define MAX_STATE 64
+
+/* One token's lanes: src[d0 .. d0 + w) into W floats, zero past w (zero lanes stay zero through the scan). */
+ALWAYS_INLINE void load_lanes(float *restrict dst, const float *restrict src, i64 w) {
+    for (i64 j = 0; j < LANES; j++) dst[j] = j < w ? src[j] : 0.0f;
+}
+
+static inline float silu_gate(float z) { return z * sigmoid(z); }
+
+/* softplus(x) = max(x, 0) + log(1 + e), e = exp(-|x|) in (0, 1]: log(1 + e) = 2 atanh(s), s = e / (2 + e) <= 1/3,
+ * by its series to s^13 (relative error < 1e-8). Matches torch's softplus (threshold 20) to float32 rounding. */
+static inline float softplus(float x) {
+    float e = exp_approx(-fabsf(x)), s = e / (2.0f + e), s2 = s * s;
+    float p = 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return (x > 0.0f ? x : 0.0f) + 2.0f * s * p;
+}
+
+/* delta from its pre-activation: softplus or the identity */
+ALWAYS_INLINE void load_delta(float *restrict dst, const float *restrict src, i64 w, int use_softplus) {
+    load_lanes(dst, src, w);
+    if (use_softplus)
+        for (i64 j = 0; j < LANES; j++) dst[j] = softplus(dst[j]);
+}
+
+ALWAYS_INLINE void selective_forward_lanes(const float *restrict u, const float *restrict delta,
+                                           const float *restrict A, const float *restrict Bm,
+                                           const float *restrict Cm, i64 bc_stride, const float *restrict D_skip,
+                                           const float *restrict z, i64 z_stride, const float *restrict h0,
+                                           float *restrict y, float *restrict h_last, float *restrict starts,
+                                           i64 T, i64 D, i64 N, i64 chunk_len, int use_softplus, i64 d0, i64 w) {
+    float h[MAX_STATE][LANES], a_dn[MAX_STATE][LANES], skip[LANES];
+    for (i64 n = 0; n < N; n++)
+        for (i64 j = 0; j < LANES; j++) {
+            a_dn[n][j] = j < w ? A[(d0 + j) * N + n] : 0.0f;
+            h[n][j] = j < w && h0 ? h0[(d0 + j) * N + n] : 0.0f;
+        }
+    for (i64 j = 0; j < LANES; j++) skip[j] = j < w && D_skip ? D_skip[d0 + j] : 0.0f;
+    for (i64 t = 0; t < T; t++) {
+        if (starts && t % chunk_len == 0) {
+            float *restrict s = starts + (t / chunk_len) * N * D + d0;
+            for (i64 n = 0; n < N; n++)
+                for (i64 j = 0; j < w; j++) s[n * D + j] = h[n][j];
+        }
+        float uu[LANES], dl[LANES], du[LANES], acc[LANES];
+        load_lanes(uu, u + t * D + d0, w);
+        load_delta(dl, delta + t * D + d0, w, use_softplus);
+        for (i64 j = 0; j < LANES; j++) {
+            du[j] = dl[j] * uu[j];
+            acc[j] = skip[j] * uu[j];
+        }
+        const float *restrict b_t = Bm + t * bc_stride, *restrict c_t = Cm + t * bc_stride;
+        for (i64 n = 0; n < N; n++) {
+            const float bn = b_t[n], cn = c_t[n];
+#pragma omp simd
+            for (i64 j = 0; j < LANES; j++) {
+                float hv = exp_approx(dl[j] * a_dn[n][j]) * h[n][j] + du[j] * bn;
+                h[n][j] = hv;
+                acc[j] += cn * hv;
+            }
+        }
+        float *restrict y_t = y + t * D + d0;
+        if (z) {
+            const float *restrict z_t = z + t * z_stride + d0;
+            for (i64 j = 0; j < w; j++) y_t[j] = acc[j] * silu_gate(z_t[j]);
+        } else {
+            for (i64 j = 0; j < w; j++) y_t[j] = acc[j];
+        }
+    }
+    for (i64 n = 0; n < N; n++)
+        for (i64 j = 0; j < w; j++) h_last[(d0 + j) * N + n] = h[n][j];
+}
+
+void selective_forward(const float *u, const float *delta, const float *A, const float *Bm, const float *Cm,
+                       i64 bc_stride, const float *D_skip, const float *z, i64 z_stride, const float *h0, float *y,
+                       float *h_last, float *starts, i64 B, i64 T, i64 D, i64 N, i64 chunk_len, int use_softplus,
+                       int threads) {
+    const i64 blocks = (D + LANES - 1) / LANES, chunks = (T + chunk_len - 1) / chunk_len;
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (i64 b = 0; b < B; b++)
+        for (i64 k = 0; k < blocks; k++) {
+            const i64 d0 = k * LANES, w = D - d0 < LANES ? D - d0 : LANES;
+            const float *hb = h0 ? h0 + b * D * N : 0;
+            const float *zb = z ? z + b * T * z_stride : 0;
+            float *sb = starts ? starts + b * chunks * N * D : 0;
+            if (w == LANES)
+                selective_forward_lanes(u + b * T * D, delta + b * T * D, A, Bm + b * T * bc_stride,
+                                        Cm + b * T * bc_stride, bc_stride, D_skip, zb, z_stride, hb, y + b * T * D,
+                                        h_last + b * D * N, sb, T, D, N, chunk_len, use_softplus, d0, LANES);
+            else
+                selective_forward_lanes(u + b * T * D, delta + b * T * D, A, Bm + b * T * bc_stride,
+                                        Cm + b * T * bc_stride, bc_stride, D_skip, zb, z_stride, hb, y + b * T * D,
+                                        h_last + b * D * N, sb, T, D, N, chunk_len, use_softplus, d0, w);
+        }
+}
+
+/* The per-thread memory of the backward, in floats: the adjoint of every channel (blocks, N, W), dL/dA in lanes
+ * (blocks, N, W), dL/dD (blocks, W), one chunk's states (chunk_len + 1, N, W) and decays (chunk_len, N, W), and
+ * the chunk's dL/dB and dL/dC per lane (chunk_len, N, W) each, summed over the lanes once per chunk. */
+i64 selective_backward_scratch(i64 D, i64 N, i64 chunk_len) {
+    const i64 blocks = (D + LANES - 1) / LANES, block = N * LANES;
+    return 2 * blocks * block + blocks * LANES + (4 * chunk_len + 1) * block;
+}
+
+/* One chunk of one block of channels, backward: the states recomputed from the chunk's start, then the adjoint
+ *     G_t = dL/dh_t = C_t gy_t + exp(delta_{t+1} A) G_{t+1}
+ * run from the chunk's last step to its first, every gradient read off G and h:
+ *     dC_t = sum_d h_t gy_t,  dB_t = sum_d G_t delta_t u_t,  d(delta u)_t = B_t . G_t,
+ *     P_t = G_t a_t h_{t-1}:  dA = sum_t P_t delta_t,  d(delta_t) += sum_n P_t A. */
+ALWAYS_INLINE void selective_backward_lanes(const float *restrict u, const float *restrict delta,
+                                            const float *restrict A, const float *restrict Bm,
+                                            const float *restrict Cm, i64 bc_stride, const float *restrict D_skip,
+                                            const float *restrict z, i64 z_stride, const float *restrict start,
+                                            const float *restrict grad_y, float *restrict grad_u,
+                                            float *restrict grad_delta, float *restrict grad_z, i64 gz_stride,
+                                            float *restrict g, float *restrict g_a, float *restrict g_skip,
+                                            float *restrict hs, float *restrict as, float *restrict db_lanes,
+                                            float *restrict dc_lanes, i64 t0, i64 len, i64 D, i64 N,
+                                            int use_softplus, i64 d0, i64 w) {
+    float a_dn[MAX_STATE][LANES], skip[LANES];
+    for (i64 n = 0; n < N; n++)
+        for (i64 j = 0; j < LANES; j++) {
+            a_dn[n][j] = j < w ? A[(d0 + j) * N + n] : 0.0f;
+            hs[n * LANES + j] = j < w ? start[n * D + d0 + j] : 0.0f;
+        }
+    for (i64 j = 0; j < LANES; j++) skip[j] = j < w && D_skip ? D_skip[d0 + j] : 0.0f;
+    for (i64 s = 0; s < len; s++) {
+        const i64 t = t0 + s;
+        float uu[LANES], dl[LANES];
+        load_lanes(uu, u + t * D + d0, w);
+        load_delta(dl, delta + t * D + d0, w, use_softplus);
+        const float *restrict b_t = Bm + t * bc_stride;
+        const float *restrict prev = hs + s * N * LANES;
+        float *restrict next = hs + (s + 1) * N * LANES, *restrict a_s = as + s * N * LANES;
+        for (i64 n = 0; n < N; n++) {
+            const float bn = b_t[n];
+#pragma omp simd
+            for (i64 j = 0; j < LANES; j++) {
+                float a = exp_approx(dl[j] * a_dn[n][j]);
+                a_s[n * LANES + j] = a;
+                next[n * LANES + j] = a * prev[n * LANES + j] + dl[j] * uu[j] * bn;
+            }
+        }
+    }
+    for (i64 s = len - 1; s >= 0; s--) {
+        const i64 t = t0 + s;
+        float uu[LANES], dl[LANES], gy[LANES], du[LANES], ddu[LANES], gdl[LANES];
+        load_lanes(uu, u + t * D + d0, w);
+        load_delta(dl, delta + t * D + d0, w, use_softplus);
+        load_lanes(gy, grad_y + t * D + d0, w);
+        const float *restrict b_t = Bm + t * bc_stride, *restrict c_t = Cm + t * bc_stride;
+        const float *restrict h_t = hs + (s + 1) * N * LANES, *restrict h_prev = hs + s * N * LANES;
+        const float *restrict a_s = as + s * N * LANES;
+        if (z) { /* y = y_pre silu(z): dz = gy y_pre silu'(z), silu'(z) = sig (1 + z (1 - sig)); gy becomes dL/dy_pre */
+            float zz[LANES], y_pre[LANES];
+            load_lanes(zz, z + t * z_stride + d0, w);
+            for (i64 j = 0; j < LANES; j++) y_pre[j] = skip[j] * uu[j];
+            for (i64 n = 0; n < N; n++) {
+                const float cn = c_t[n];
+#pragma omp simd
+                for (i64 j = 0; j < LANES; j++) y_pre[j] += cn * h_t[n * LANES + j];
+            }
+            float *restrict gz = grad_z + t * gz_stride + d0;
+            for (i64 j = 0; j < LANES; j++) {
+                float sig = sigmoid(zz[j]);
+                if (j < w) gz[j] = gy[j] * y_pre[j] * sig * (1.0f + zz[j] * (1.0f - sig));
+                gy[j] *= zz[j] * sig;
+            }
+        }
+        for (i64 j = 0; j < LANES; j++) {
+            du[j] = dl[j] * uu[j];
+            ddu[j] = gdl[j] = 0.0f;
+            g_skip[j] += gy[j] * uu[j];
+        }
+        float *restrict db_s = db_lanes + s * N * LANES, *restrict dc_s = dc_lanes + s * N * LANES;
+        for (i64 n = 0; n < N; n++) {
+            const float bn = b_t[n], cn = c_t[n];
+#pragma omp simd
+            for (i64 j = 0; j < LANES; j++) {
+                const i64 i = n * LANES + j;
+                float G = g[i] + cn * gy[j];
+                dc_s[i] += h_t[i] * gy[j];
+                db_s[i] += G * du[j];
+                ddu[j] += bn * G;
+                float P = G * a_s[i] * h_prev[i];
+                g_a[i] += P * dl[j];
+                gdl[j] += P * a_dn[n][j];
+                g[i] = a_s[i] * G;
+            }
+        }
+        float *restrict gu = grad_u + t * D + d0, *restrict gd = grad_delta + t * D + d0;
+        const float *restrict pre = delta + t * D + d0; /* softplus'(pre) = sigmoid(pre) */
+        for (i64 j = 0; j < w; j++) {
+            gd[j] = (gdl[j] + ddu[j] * uu[j]) * (use_softplus ? sigmoid(pre[j]) : 1.0f);
+            gu[j] = ddu[j] * dl[j] + gy[j] * skip[j];
+        }
+    }
+}
+
+/* Parallel over the batch: a row's dL/dB and dL/dC sum over all its channels, so one thread owns a row. grad_B,
+ * grad_C: (B, T, N) contiguous; grad_z (B, T, D) at a row stride of gz_stride; grad_h_last, grad_h0 may be
+ * NULL; accum (threads, D * N + D) gets
+ * each thread's dL/dA (D, N) and dL/dD (D), to be summed over threads by the caller. */
+void selective_backward(const float *u, const float *delta, const float *A, const float *Bm, const float *Cm,
+                        i64 bc_stride, const float *D_skip, const float *z, i64 z_stride, const float *starts,
+                        const float *grad_y, const float *grad_h_last, float *grad_u, float *grad_delta,
+                        float *grad_B, float *grad_C, float *grad_z, i64 gz_stride, float *grad_h0, float *accum,
+                        i64 B, i64 T, i64 D, i64 N, i64 chunk_len, int use_softplus, int threads) {
+    const i64 blocks = (D + LANES - 1) / LANES, chunks = (T + chunk_len - 1) / chunk_len, block = N * LANES;
+    const i64 scratch_size = selective_backward_scratch(D, N, chunk_len);
+    memset(accum, 0, sizeof(float) * threads * (D * N + D));
+#pragma omp parallel num_threads(threads)
+    {
+        int thread = 0;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+#endif
+        float *scratch = malloc(sizeof(float) * scratch_size);
+        float *g = scratch, *g_a = g + blocks * block, *g_skip = g_a + blocks * block;
+        float *hs = g_skip + blocks * LANES, *as = hs + (chunk_len + 1) * block;
+        float *db_lanes = as + chunk_len * block, *dc_lanes = db_lanes + chunk_len * block;
+        memset(g_a, 0, sizeof(float) * (blocks * block + blocks * LANES));
+#pragma omp for schedule(static)
+        for (i64 b = 0; b < B; b++) {
+            for (i64 k = 0; k < blocks; k++)
+                for (i64 n = 0; n < N; n++)
+                    for (i64 j = 0; j < LANES; j++) {
+                        const i64 d = k * LANES + j;
+                        g[k * block + n * LANES + j] = grad_h_last && d < D ? grad_h_last[(b * D + d) * N + n] : 0.0f;
+                    }
+            for (i64 c = chunks - 1; c >= 0; c--) {
+                const i64 t0 = c * chunk_len, len = T - t0 < chunk_len ? T - t0 : chunk_len;
+                memset(db_lanes, 0, sizeof(float) * 2 * chunk_len * block);
+                for (i64 k = 0; k < blocks; k++) {
+                    const i64 d0 = k * LANES, w = D - d0 < LANES ? D - d0 : LANES;
+#define BACKWARD_LANES(W)                                                                                    \
+    selective_backward_lanes(u + b * T * D, delta + b * T * D, A, Bm + b * T * bc_stride, Cm + b * T * bc_stride, \
+                             bc_stride, D_skip, z ? z + b * T * z_stride : 0, z_stride,                      \
+                             starts + (b * chunks + c) * N * D, grad_y + b * T * D, grad_u + b * T * D,      \
+                             grad_delta + b * T * D, z ? grad_z + b * T * gz_stride : 0, gz_stride,         \
+                             g + k * block,       \
+                             g_a + k * block, g_skip + k * LANES, hs, as, db_lanes, dc_lanes, t0, len, D, N, \
+                             use_softplus, d0, W)
+                    if (w == LANES)
+                        BACKWARD_LANES(LANES);
+                    else
+                        BACKWARD_LANES(w);
+                }
+                for (i64 s = 0; s < len; s++)
+                    for (i64 n = 0; n < N; n++) {
+                        float sb = 0.0f, sc = 0.0f;
+                        for (i64 j = 0; j < LANES; j++) {
+                            sb += db_lanes[(s * N + n) * LANES + j];
+                            sc += dc_lanes[(s * N + n) * LANES + j];
+                        }
+                        grad_B[(b * T + t0 + s) * N + n] = sb;
+                        grad_C[(b * T + t0 + s) * N + n] = sc;
+                    }
+            }
+            if (grad_h0)
+                for (i64 k = 0; k < blocks; k++)
+                    for (i64 n = 0; n < N; n++)
+                        for (i64 j = 0; j < LANES && k * LANES + j < D; j++)
+                            grad_h0[(b * D + k * LANES + j) * N + n] = g[k * block + n * LANES + j];
+        }
+        float *mine = accum + thread * (D * N + D);
+        for (i64 k = 0; k < blocks; k++)
+            for (i64 j = 0; j < LANES && k * LANES + j < D; j++) {
+                const i64 d = k * LANES + j;
+                for (i64 n = 0; n < N; n++) mine[d * N + n] += g_a[k * block + n * LANES + j];
+                mine[D * N + d] += g_skip[k * LANES + j];
+            }
+        free(scratch);
+    }
+}
+
+/* ---- Mamba's causal depthwise conv and SiLU, before the scan --------------------------------------------------
+ *
+ *     u_t = silu(c_t),    c_t = bias + sum_{j < k} w_j x_{t - (k - 1) + j}
+ *
+ * x: (B, T, D) at a row stride of x_stride (a view into in_proj's output); the k - 1 inputs before the sequence
+ * come from conv0 (B, D, k - 1) or are zeros; w: (k, D), tap-major; u: (B, T, D) contiguous. */
+ALWAYS_INLINE float conv_input(const float *restrict x, i64 x_stride, const float *restrict conv0, i64 p, i64 d,
+                               i64 k) {
+    if (p >= 0) return x[p * x_stride + d];
+    return conv0 ? conv0[d * (k - 1) + (k - 1) + p] : 0.0f;
+}
+
+/* c_t into acc (D floats): rows of x as vectors once all k inputs are in the sequence, element by element for the
+ * first k - 1 steps (whose inputs come from conv0). */
+ALWAYS_INLINE void conv_row(const float *restrict x, i64 x_stride, const float *restrict conv0,
+                            const float *restrict w, const float *restrict bias, float *restrict acc, i64 t, i64 D,
+                            i64 k) {
+    for (i64 d = 0; d < D; d++) acc[d] = bias[d];
+    for (i64 j = 0; j < k; j++) {
+        const i64 p = t - (k - 1) + j;
+        const float *restrict wj = w + j * D;
+        if (p >= 0) {
+            const float *restrict xr = x + p * x_stride;
+#pragma omp simd
+            for (i64 d = 0; d < D; d++) acc[d] += wj[d] * xr[d];
+        } else {
+            for (i64 d = 0; d < D; d++) acc[d] += wj[d] * conv_input(x, x_stride, conv0, p, d, k);
+        }
+    }
+}
+
+void conv_silu_forward(const float *x, i64 x_stride, const float *conv0, const float *w, const float *bias, float *u,
+                       i64 B, i64 T, i64 D, i64 k, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (i64 b = 0; b < B; b++) {
+        const float *xb = x + b * T * x_stride, *cb = conv0 ? conv0 + b * D * (k - 1) : 0;
+        for (i64 t = 0; t < T; t++) {
+            float *restrict ut = u + (b * T + t) * D;
+            conv_row(xb, x_stride, cb, w, bias, ut, t, D, k);
+#pragma omp simd
+            for (i64 d = 0; d < D; d++) ut[d] = silu_gate(ut[d]);
+        }
+    }
+}
+
+/* The backward: grad_u (B, T, D), dL/du, becomes dL/dc in place; writes dL/dx into grad_x (at a row stride of
+ * gx_stride) and dL/dconv0 into grad_conv0 (B, D, k - 1) when given; grad_last (B, D, k - 1) or NULL is the
+ * gradient of the last k - 1 inputs (the carried conv state); accum (threads, k * D + D) gets each thread's
+ * dL/dw (k, D) and dL/dbias (D), to be summed over threads by the caller. */
+void conv_silu_backward(const float *x, i64 x_stride, const float *conv0, const float *w, const float *bias,
+                        float *grad_u, const float *grad_last, float *grad_x, i64 gx_stride, float *grad_conv0,
+                        float *accum, i64 B, i64 T, i64 D, i64 k, int threads) {
+    memset(accum, 0, sizeof(float) * threads * (k * D + D));
+#pragma omp parallel num_threads(threads)
+    {
+        int thread = 0;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+#endif
+        float *restrict g_w = accum + thread * (k * D + D), *restrict g_b = g_w + k * D;
+        float *restrict c = malloc(sizeof(float) * D);
+#pragma omp for schedule(static)
+        for (i64 b = 0; b < B; b++) {
+            const float *xb = x + b * T * x_stride, *cb = conv0 ? conv0 + b * D * (k - 1) : 0;
+            float *gc = grad_u + b * T * D;
+            for (i64 t = 0; t < T; t++) { /* dL/dc = dL/du silu'(c), silu'(c) = sig (1 + c (1 - sig)) */
+                float *restrict gt = gc + t * D;
+                conv_row(xb, x_stride, cb, w, bias, c, t, D, k);
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) {
+                    float sig = sigmoid(c[d]);
+                    gt[d] *= sig * (1.0f + c[d] * (1.0f - sig));
+                    g_b[d] += gt[d];
+                }
+                for (i64 j = 0; j < k; j++) {
+                    const i64 p = t - (k - 1) + j;
+                    float *restrict gw = g_w + j * D;
+                    if (p >= 0) {
+                        const float *restrict xr = xb + p * x_stride;
+#pragma omp simd
+                        for (i64 d = 0; d < D; d++) gw[d] += gt[d] * xr[d];
+                    } else {
+                        for (i64 d = 0; d < D; d++) gw[d] += gt[d] * conv_input(xb, x_stride, cb, p, d, k);
+                    }
+                }
+            }
+            /* input p (from -(k - 1), conv0, to T - 1) feeds c_{p + (k - 1) - j} through tap j */
+            for (i64 p = -(k - 1); p < T; p++) {
+                float *restrict out = p >= 0 ? grad_x + (b * T + p) * gx_stride : c;
+                for (i64 d = 0; d < D; d++) out[d] = 0.0f;
+                for (i64 j = 0; j < k; j++) {
+                    const i64 t = p + (k - 1) - j;
+                    if (t < 0 || t >= T) continue;
+                    const float *restrict gt = gc + t * D, *restrict wj = w + j * D;
+#pragma omp simd
+                    for (i64 d = 0; d < D; d++) out[d] += gt[d] * wj[d];
+                }
+                const i64 m = p - (T - (k - 1)); /* the input's place in the carried state, when m >= 0 */
+                if (grad_last && m >= 0)
+                    for (i64 d = 0; d < D; d++) out[d] += grad_last[(b * D + d) * (k - 1) + m];
+                if (p < 0 && grad_conv0)
+                    for (i64 d = 0; d < D; d++) grad_conv0[(b * D + d) * (k - 1) + (k - 1) + p] = out[d];
+            }
+        }
+        free(c);
+    }
 }
