@@ -21,13 +21,21 @@ def shakespeare_path() -> Path:
 
 
 INTERNAL_GROUP_FOLDERS = ("hydra",)  # config groups that are not a user's choice
+PARTS_FOLDER = "base"  # <group>/base/: pieces a group's options build on (experiment/base/cpu_chomsky), not options
+
+
+def is_user_group(group: str) -> bool:
+    """Whether a config group, named as Hydra does (`model`, `experiment/base`), is a user's choice: not hydra's
+    own and no `base/` folder of parts. Help, completion and Hydra's `--help` list only these."""
+    parts = group.split("/")
+    return parts[0] not in INTERNAL_GROUP_FOLDERS and PARTS_FOLDER not in parts
 
 
 def config_groups(root: Path | None = None) -> dict[str, list[str]]:
-    """{group: [options]} for every config group folder of `root` (default: minrnn's own), hydra/ aside."""
+    """{group: [options]} for every config group folder of `root` (default: minrnn's own) a user chooses from."""
     root = root or config_dir()
     groups = {}
-    for folder in sorted(path for path in root.iterdir() if path.is_dir() and path.name not in INTERNAL_GROUP_FOLDERS):
+    for folder in sorted(path for path in root.iterdir() if path.is_dir() and is_user_group(path.name)):
         options = sorted(path.stem for path in folder.glob("*.yaml"))
         if options:
             groups[folder.name] = options

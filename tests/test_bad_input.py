@@ -117,6 +117,8 @@ CASES = [
     Case("eval-unknown-key", ["eval", "foo=1"], ["unknown key 'foo'", "checkpoint"]),
     Case("eval-model-override", ["eval", "checkpoint={ckpt}", "+model=minlstm"],
          ["model=... is not taken here", "come from the checkpoint"]),
+    Case("eval-model-group", ["eval", "checkpoint={ckpt}", "model=minlstm"],
+         ["model=... is not taken here", "come from the checkpoint"]),
     Case("generate-task-override", ["generate", "checkpoint={ckpt}", "++task.seq_len=8"],
          ["task=... is not taken here", "come from the checkpoint"]),
     Case("eval-unknown-device", ["eval", "checkpoint={ckpt}", "trainer.device=tpu"], ["trainer.device='tpu'"]),
@@ -138,6 +140,8 @@ CASES = [
     Case("bench-zero-length", ["bench", "seq_len=0", "device=cpu"], ["seq_len=0", ">= 1"]),
     Case("bench-unknown-model", ["bench", "models=[nope]", "device=cpu"], ["'nope'", "mingru"]),
     Case("bench-unknown-key", ["bench", "foo=1"], ["unknown key 'foo'", "seq_len"]),
+    Case("bench-model-instead-of-models", ["bench", "model=minlstm"], ["bench takes models=[...]", "mingru, minlstm"]),
+    Case("bench-group-it-lacks", ["bench", "trainer=gpu"], ["bench has no trainer group", "minrnn bench --help"]),
     # ---- W&B -----------------------------------------------------------------------------------------------
     Case("wandb-online-without-login-stop", ["train", *TINY, "logger=wandb", "logger.mode=online",
                                              "logger.on_error=stop"], ["logger.mode=online", "no W&B login",

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import TINY_SHAKESPEARE, TINY_TRAINER, run_minrnn, run_ok
 
-from minrnn_cli.cli import COMMANDS, complete_overrides, config_groups
+from minrnn_cli.cli import complete_overrides, config_groups
 from minrnn_cli.paths import config_dir
 
 HEAVY_MODULES = ("torch", "wandb", "datasets")
@@ -43,7 +43,8 @@ print("HEAVY:" + ",".join(name for name in {heavy!r} if name in sys.modules))
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["generate", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["generate", "--help"], ["bench", "--help"],
+                                  ["report", "--help"]])
 def test_help_imports_no_torch_wandb_or_datasets(args):
     code = HELP_WITHOUT_TORCH.format(heavy=HEAVY_MODULES)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
@@ -56,13 +57,6 @@ def test_top_level_help_lists_every_command(tmp_path):
     result = run_ok(tmp_path, "--help")
     for command in ("train", "eval", "generate", "config", "bench"):
         assert command in result.stdout
-
-
-@pytest.mark.parametrize("command", [command.name for command in COMMANDS])
-def test_each_command_help_gives_an_example(tmp_path, command):
-    result = run_ok(tmp_path, command, "--help")
-    assert f"Example: minrnn {command} " in " ".join(result.stdout.split())
-    assert not (tmp_path / "outputs").exists()
 
 
 def test_completion_offers_groups_and_their_options():

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import traceback
 from pathlib import Path
 
 from minrnn_cli.errors import USER_ERROR_EXIT, UserAbort, UserError, one_line
 from minrnn_cli.hydra_app.context import in_multirun, job_dir
+from minrnn_cli.paths import config_groups
 from minrnn_cli.tracking.records import ERROR_FILE
 
 log = logging.getLogger("minrnn")
@@ -24,8 +26,14 @@ RUN_FLAGS = ("-m/--multirun", "--cfg", "--info", "--shell-completion")
 BOOKKEEPING = (".hydra",)  # with `<job name>.log`, all Hydra writes into a run folder before the job starts
 
 
-def describe(error: BaseException) -> str:
-    """One line for a Hydra exception; an unknown key also names the keys that are allowed there."""
+def describe(error: BaseException, config_name: str | None = None) -> str:
+    """One line for a Hydra exception; an unknown key also names the keys that are allowed there.
+    `config_name`: the primary config being composed (bench, eval, ...)."""
+    missing_group = re.match(r"Could not override '([^']+)'\.\s+No match in the defaults list", str(error))
+    if missing_group and config_name and missing_group[1] in config_groups():
+        line = no_group_here(config_name, missing_group[1])
+        if line:
+            return line
     cause = error.__cause__
     key = getattr(cause, "full_key", None)
     parent = getattr(cause, "parent_node", None)
@@ -52,8 +60,28 @@ def describe(error: BaseException) -> str:
     return one_line("; ".join(lines) or type(error).__name__)
 
 
-def compact(function):
-    """Run `function`; a UserError or a compact Hydra error leaves as a one-line UserAbort."""
+CHECKPOINT_CONFIGS = ("eval", "generate")  # their model and task come from the checkpoint
+
+
+def no_group_here(config_name: str, group: str) -> str | None:
+    """One line for `group=...` given to a command whose config has no such group, where Hydra would advise
+    `+group=...` (which only adds a section the command never reads); None for train's config, where that
+    advice may fit."""
+    if config_name == "bench" and group == "model":
+        return (f"error: bench takes models=[...], a list (e.g. models=[minlstm] or models=[mingru,gru]), not "
+                f"model=...; models: {', '.join(config_groups()['model'])}")
+    if config_name in CHECKPOINT_CONFIGS and group in ("model", "task"):
+        return (f"error: {group}=... is not taken here: the model and task come from the checkpoint; drop the "
+                f"{group} override")
+    if config_name in ("bench", *CHECKPOINT_CONFIGS):
+        return (f"error: {config_name} has no {group} group, so {group}=... does not apply; `minrnn {config_name} "
+                "--help` lists what it takes")
+    return None
+
+
+def compact(function, config_name: str | None = None):
+    """Run `function`; a UserError or a compact Hydra error leaves as a one-line UserAbort (`config_name`: the
+    primary config, for errors that depend on it)."""
     from hydra.errors import CompactHydraException
 
     try:
@@ -61,7 +89,7 @@ def compact(function):
     except UserError as error:  # minrnn's own: already one line
         raise UserAbort(str(error), error.exit_code) from None
     except CompactHydraException as error:
-        raise UserAbort(describe(error)) from None
+        raise UserAbort(describe(error, config_name)) from None
 
 
 def check_run_flags(args: argparse.Namespace) -> None:

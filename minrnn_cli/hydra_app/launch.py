@@ -3,6 +3,7 @@ the task function it calls, and the configs registered from code (the bench's, f
 
 from __future__ import annotations
 
+import functools
 import importlib
 import shutil
 import tempfile
@@ -139,7 +140,7 @@ def run_with_hydra(launch: Launch, tokens: list[str], multirun: bool) -> None:
         check_run_flags(args)
         check_group_choices(args.overrides, args.config_dir)
         register_configs()
-        with internals.reported_errors(compact):
+        with internals.reported_errors(functools.partial(compact, config_name=args.config_name or launch.config_name)):
             internals.run_hydra(parser, args, TaskFunction(launch.task_function), str(config_dir()),
                                 launch.config_name)
     finally:
