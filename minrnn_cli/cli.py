@@ -139,9 +139,12 @@ app = typer.Typer(
 )
 
 
-def complete_overrides(incomplete: str) -> list[str]:
-    """Tab completion: config groups, and the options of a group."""
-    groups = config_groups()
+def complete_overrides(incomplete: str, command_name: str = "train") -> list[str]:
+    """Tab completion for a command: the config groups it takes and a group's options (bench: its keys)."""
+    if command_name == "bench":
+        return [f"{key}=" for key in ("models", *BENCH_KEYS) if key.startswith(incomplete)]
+    command = next(command for command in COMMANDS if command.name == command_name)
+    groups = {group: options for group, options in config_groups().items() if group in command.groups}
     if "=" in incomplete:
         group, _, prefix = incomplete.lstrip("+").partition("=")
         sign = "+" if incomplete.startswith("+") else ""
@@ -155,9 +158,12 @@ PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def add_command(command: Command) -> None:
+    def complete(incomplete: str) -> list[str]:
+        return complete_overrides(incomplete, command.name)
+
     def run(
         overrides: list[str] | None = typer.Argument(
-            None, autocompletion=complete_overrides,
+            None, autocompletion=complete,
             help=as_help("Hydra overrides: key=value, +key=value, ~key, group=option "
                          f"(e.g. {command.overrides_example})."),
         ),

@@ -169,6 +169,15 @@ def test_completion_offers_no_internal_group():
     assert (config_dir() / "experiment" / "base").is_dir()  # there is one to hide
 
 
+def test_completion_offers_what_each_command_takes():
+    for command in COMMANDS:
+        if command.name != "bench":
+            assert complete_overrides("", command.name) == [f"{group}=" for group in sorted(command.groups)]
+    assert complete_overrides("", "eval") == ["trainer="] and complete_overrides("model=", "eval") == []
+    bench = complete_overrides("", "bench")
+    assert "models=" in bench and "model=" not in bench and complete_overrides("seq", "bench") == ["seq_len="]
+
+
 def test_hydra_help_lists_no_base_folder(tmp_path):
     text = piped(["train", "--", "--help"], tmp_path).stdout
     groups = [line.split(":")[0] for line in text.split("== Config ==")[0].splitlines() if ": " in line]
