@@ -11,6 +11,10 @@
 - torch's intra-op threads, when a command names them (`minrnn bench threads=N`).
 - The compiled CPU kernels of minGRU/minLSTM (scans/fused/cpu.py): whether they are in use.
 
+It also says when the machine is already busy (`busy_machine`): with other work running, torch's default
+threads (one per core) fight it for the cores, and a 2-core machine with one other job was seen training 15x
+slower and timing 20x ranges. The load average is recorded in results.json and bench.json's meta.
+
 `apply_process_settings(threads)` is called at the start of `minrnn train`, `eval`, `generate` and `bench`
 (and the torch-only bench entry point); `process_settings()` reports what is in force, for bench.json's
 meta and results.json.
@@ -65,3 +69,38 @@ def _keep_freed_memory() -> str:
         return "default (mallopt refused)"
     return (f"glibc {gnu_version().decode()} malloc keeps freed memory (mmap_max=0, "
             f"trim_threshold={TRIM_THRESHOLD >> 20} MiB, top_pad={TOP_PAD >> 20} MiB)")
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages (None where the system has none)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's or taskset's limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_machine(threads_remedy: str) -> str | None:
+    """One warning line when other work already loads the machine (the 1-minute load average above the usable
+    cores), with the remedy; None when it is not busy. `threads_remedy`: how this command takes fewer threads."""
+    load, cores = load_average(), usable_cores()
+    if load is None or load[0] <= cores:
+        return None
+    return (f"the machine is busy before this started: 1-minute load average {load[0]:.1f} on {cores} "
+            f"core{'s' if cores != 1 else ''}, so this will run slower and its timings vary; "
+            f"{fewer_threads(threads_remedy)}wait for the other work to finish")
+
+
+def fewer_threads(threads_remedy: str) -> str:
+    """The advice to use fewer threads, when this process runs more than one ("" otherwise)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    return f"run with fewer threads ({threads_remedy}; now {threads}) or " if threads > 1 else ""

@@ -15,7 +15,7 @@ from conftest import TINY_SHAKESPEARE, TINY_TRAINER, run_minrnn, run_ok
 from minrnn_cli.cli import complete_overrides, config_groups
 from minrnn_cli.paths import config_dir
 
-HEAVY_MODULES = ("torch", "wandb", "datasets")
+HEAVY_MODULES = ("torch", "wandb", "datasets", "hydra", "omegaconf")
 MODELS = ("mingru", "minlstm", "gru", "lstm", "gru_loop", "lstm_loop", "mamba", "transformer")
 
 
@@ -45,7 +45,7 @@ print("HEAVY:" + ",".join(name for name in {heavy!r} if name in sys.modules))
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["generate", "--help"], ["bench", "--help"],
                                   ["report", "--help"]])
-def test_help_imports_no_torch_wandb_or_datasets(args):
+def test_help_imports_no_torch_hydra_wandb_or_datasets(args):
     code = HELP_WITHOUT_TORCH.format(heavy=HEAVY_MODULES)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -10,6 +10,7 @@ import torch
 
 from minrnn_cli.benchmarking.config import BenchConfig
 from minrnn_cli.device import resolve_device
+from minrnn_cli.runtime import load_average, usable_cores
 
 
 def bench_device(name: str) -> torch.device:
@@ -35,13 +36,14 @@ def machine_info(device: torch.device, threads: int) -> dict[str, object]:
     info: dict[str, object] = {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": device.type,
         "torch_threads": threads,
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "load_average_at_start": load_average(),
+        "load_average_at_start": load_average(),  # other work on the machine skews CPU timings
     }
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
@@ -52,14 +54,6 @@ def machine_info(device: torch.device, threads: int) -> dict[str, object]:
             cudnn=torch.backends.cudnn.version(),
         )
     return info
-
-
-def load_average() -> list[float] | None:
-    """1/5/15-minute load averages: other work on the machine skews CPU timings, so they are recorded."""
-    try:
-        return [round(value, 2) for value in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _cpu_model() -> str:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from minrnn_cli.benchmarking.compare import comparisons
 from minrnn_cli.benchmarking.grid import FLOOR, KINDS, Cell
+from minrnn_cli.formatting import MISSING, Column, print_fitted, ratio, time_value
 
 RATIO_COLUMNS = [
     *(f"{kind}_speedup_vs_{baseline}" for kind in KINDS for baseline in ("fused", "loop")),
@@ -98,15 +98,15 @@ def tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
         [[str(r["seq_len"]), r["model"], *_timing(r, "train_step"), _floor(r), _times(r["x_floor"]),
           _times(r["train_step_speedup_vs_fused"]), _times(r["train_step_speedup_vs_loop"]),
           _number(r["peak_memory_mib"]),
-          _percent(r["memory_vs_fused"]), _percent(r["memory_vs_loop"]), _percent(r["memory_vs_mingru"])]
+          _times(r["memory_vs_fused"]), _times(r["memory_vs_loop"]), _times(r["memory_vs_mingru"])]
          for r in rows],
     )
     built = [train]
     if any(r["prefill_status"] != "off" for r in rows):
         built.append((
             "Inference: parallel prefill of T tokens (ms) and step decoding (ms per token), medians",
-            ["T", "model", "prefill ms", "min-max", "x fused", "x loop", "decode ms/token", "min-max",
-             "x fused", "x loop"],
+            ["T", "model", "prefill ms", "prefill min-max", "prefill x fused", "prefill x loop", "decode ms/token",
+             "decode min-max", "decode x fused", "decode x loop"],
             [[str(r["seq_len"]), r["model"], *_timing(r, "prefill"), _times(r["prefill_speedup_vs_fused"]),
               _times(r["prefill_speedup_vs_loop"]), *_timing(r, "decode_token"),
               _times(r["decode_token_speedup_vs_fused"]), _times(r["decode_token_speedup_vs_loop"])]
@@ -116,13 +116,11 @@ def tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
 
 
 def print_tables(result: BenchResult, console: Console) -> None:
+    """The tables at the console's width: each split into parts led by T and model where it is wider."""
     for title, header, rows in tables(result):
-        table = Table(title=title)
-        for name in header:
-            table.add_column(name, justify="left" if name == "model" else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        columns = [Column(name, justify="left" if name == "model" else "right", key=name in ("T", "model"))
+                   for name in header]
+        print_fitted(console, title, columns, rows)
     notes = [f"{r['model']} T={r['seq_len']}: {r['notes']}" for r in result.rows() if r["notes"]]
     for note in notes:
         console.print(f"[yellow]{note}[/yellow]")
@@ -164,28 +162,22 @@ def _timing(row: dict[str, object], prefix: str) -> tuple[str, str]:
     """(median, "min-max") for a table; the status in place of the median when not measured."""
     status = row[f"{prefix}_status"]
     if status != "ok":
-        return ("-" if status == "off" else status), ""
+        return (MISSING if status == "off" else status), ""
     low, high = _number(row[f"{prefix}_min_ms"]), _number(row[f"{prefix}_max_ms"])
     return _number(row[f"{prefix}_ms"]), f"{low}-{high}"
 
 
 def _floor(row: dict[str, object]) -> str:
-    return _number(row["floor_ms"]) if row["floor_status"] == "ok" else "-"
+    return _number(row["floor_ms"]) if row["floor_status"] == "ok" else MISSING
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator if numerator and denominator else None
 
 
-def _number(value: object) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+def _number(value: float | None) -> str:
+    return MISSING if value is None else time_value(value)
 
 
 def _times(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}x"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{(value - 1) * 100:+.0f}%"
+    return MISSING if value is None else ratio(value)

@@ -4,7 +4,6 @@ the tables."""
 from __future__ import annotations
 
 import datetime
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from minrnn_cli.benchmarking.environment import (
 from minrnn_cli.benchmarking.grid import FLOOR, KINDS, Cell, measure_grid
 from minrnn_cli.benchmarking.report import BenchResult, print_tables, write_files
 from minrnn_cli.benchmarking.timing import timing_method
-from minrnn_cli.runtime import apply_process_settings, process_settings
+from minrnn_cli.runtime import apply_process_settings, busy_machine, process_settings
 
 
 def run_bench(config: BenchConfig, out_dir: Path, command: str,
@@ -33,7 +32,7 @@ def run_bench(config: BenchConfig, out_dir: Path, command: str,
     for the whole run, so every model is measured under the same ones; bench.json's meta records them.
     """
     threads = apply_process_settings(config.threads)["torch_threads"]
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or Console(soft_wrap=True)  # lines stay whole; the tables fit the width (80 when piped)
     device = bench_device(config.device)
     dtype = resolve_dtype(config.dtype)
     machine = machine_info(device, threads)
@@ -43,6 +42,9 @@ def run_bench(config: BenchConfig, out_dir: Path, command: str,
                   f"torch threads: {threads}, torch {machine['torch']}); results in {out_dir}")
     console.print("process settings: " + ", ".join(f"{key}={value}" for key, value in settings.items())
                   + " (the same for every model in this run)", highlight=False)
+    busy = busy_machine("threads=1")
+    if busy:
+        console.print(f"[yellow]warning: {busy}[/yellow]", highlight=False)
     cells = measure_grid(config, device, dtype, max_memory,
                          on_cell=lambda cell: console.print(_progress(cell)))
     machine["load_average_at_end"] = load_average()

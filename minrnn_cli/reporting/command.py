@@ -7,8 +7,8 @@ import csv
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from minrnn_cli.formatting import Column, print_fitted, value_text
 from minrnn_cli.reporting.collect import REPORT_COLUMNS, find_run_dirs, report_row
 from minrnn_cli.reporting.curves import save_curves
 from minrnn_cli.reporting.paper import PAPER_FIGURES
@@ -43,13 +43,18 @@ def paper_rows(tasks: set[str]) -> list[dict]:
              "source": f.source, "note": f.note} for f in PAPER_FIGURES if f.task in tasks]
 
 
-def rich_table(title: str, columns: list[str], rows: list[dict]) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(_text(row.get(column)) for column in columns))
-    return table
+TEXT_COLUMNS = ("run", "model", "task", "metric", "source", "note", "paper_note")
+
+
+def print_table(console: Console, title: str, columns: list[str], rows: list[dict]) -> None:
+    """Numbers in the tables' common formats (`ours` in its metric's); a table wider than the console is
+    split into parts, each led by the row number `#`."""
+    def shown(row: dict, column: str) -> str:
+        return value_text((row.get("metric") or "") if column == "ours" else column, row.get(column))
+
+    print_fitted(console, title, [Column("#", key=True),
+                                  *(Column(c, justify="left" if c in TEXT_COLUMNS else "right") for c in columns)],
+                 [[str(number), *(shown(row, column) for column in columns)] for number, row in enumerate(rows, 1)])
 
 
 def write_report(paths: list[Path], out_dir: Path, console: Console | None = None) -> list[dict]:
@@ -78,8 +83,9 @@ def write_report(paths: list[Path], out_dir: Path, console: Console | None = Non
                      markdown_table(figure_columns, figures), ""]
     (out_dir / REPORT_MARKDOWN).write_text("\n".join(markdown))
 
-    console.print(rich_table(f"{len(rows)} run(s)", [c for c in shown if c != "curves"], rows))
+    print_table(console, f"{len(rows)} run(s)", [c for c in shown if c != "curves"], rows)
     if figures:
-        console.print(rich_table("the paper's figures (as reported)", figure_columns, figures))
-    console.print(f"written: {out_dir / REPORT_MARKDOWN}, {out_dir / REPORT_CSV}, {out_dir / CURVES_DIR}/")
+        print_table(console, "the paper's figures (as reported)", figure_columns, figures)
+    console.print(f"written: {out_dir / REPORT_MARKDOWN}, {out_dir / REPORT_CSV}, {out_dir / CURVES_DIR}/",
+                  soft_wrap=True)
     return rows

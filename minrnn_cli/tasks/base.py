@@ -16,6 +16,7 @@ A task says where batches come from and how outputs are scored, and declares wha
                                        split's fixed batches (D4RL adds episodes run in its environment)
     task.vocabulary()               -> what a checkpoint must carry to use the model without the data
     task.tokens_per_batch           tokens in a training batch (a running mean where batches vary)
+    task.training_data()            -> the training data's size in words, e.g. "1,003,854 training tokens"
 
 Task settings have no defaults in code: conf/task/<name>.yaml holds them, the one source.
 """
@@ -65,6 +66,10 @@ class Task(ABC):
 
     def vocabulary(self) -> dict:
         return {}
+
+    def training_data(self) -> str:
+        """The training data's size, for the start line of a run (a fixed data set's tokens or examples)."""
+        return "data generated per batch"
 
     @property
     def tokens_per_batch(self) -> float:

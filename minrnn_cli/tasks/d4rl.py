@@ -222,6 +222,9 @@ class D4RL(Task):
     def tokens_per_batch(self) -> int:
         return self.batch_size * self.context * 3  # return, state and action tokens per step
 
+    def training_data(self) -> str:
+        return f"{len(self.episodes):,} episodes, {int(self.lengths.sum()):,} steps"
+
     def windows(self, episodes: Tensor, starts: Tensor) -> tuple[Steps, ActionTargets]:
         """For each (episode, start): steps start..start+context-1 of that episode (fewer at its end), the real
         steps last and zeros in front, as one gather from the flat arrays."""

@@ -69,6 +69,9 @@ class LRAImage(LabelledExamples):
     def tokens_per_batch(self) -> int:
         return self.batch_size * self.pixels
 
+    def training_data(self) -> str:
+        return f"{len(self.train[1]):,} training images"
+
     def train_batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         rows = torch.randint(len(self.train[1]), (self.batch_size,), generator=generator)
         return self.train[0][rows], self.train[1][rows]

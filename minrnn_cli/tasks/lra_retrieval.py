@@ -78,6 +78,9 @@ class LRARetrieval(LabelledExamples):
         self.held_out = {split: read_pairs(folder / SPLIT_FILES[split], max_length) for split in self.splits}
         self.batch_size, self.eval_batches = batch_size, eval_batches
 
+    def training_data(self) -> str:
+        return f"{len(self.train[1]):,} training pairs"
+
     def train_batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         pairs, labels = self.train
         rows = torch.randint(len(pairs), (self.batch_size,), generator=generator)

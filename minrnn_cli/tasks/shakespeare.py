@@ -118,6 +118,9 @@ class Shakespeare(Task):
     def metrics(self, loss: float, accuracy: float) -> dict[str, float]:
         return {"loss": loss, "bpc": loss / math.log(2)}
 
+    def training_data(self) -> str:
+        return f"{len(self.data['train']):,} training tokens"
+
     def vocabulary(self) -> dict:
         """What a checkpoint needs to turn ids back into text."""
         return {"chars": self.chars}

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from minrnn_cli.errors import UserAbort
 from minrnn_cli.tracking.records import ERROR_FILE, RESULTS_FILE, read_results
-from minrnn_cli.tracking.tables import comparison_table, write_csv
+from minrnn_cli.tracking.tables import print_comparison, write_csv
 
 SUMMARY_CSV = "summary.csv"
 
@@ -54,8 +54,8 @@ def summarise_sweep(sweep_dir: Path) -> None:
         return
     write_csv(sweep_dir / SUMMARY_CSV, rows)
     console = Console()
-    console.print(comparison_table(f"Sweep {sweep_dir}", rows))
-    console.print(f"comparison written to {sweep_dir / SUMMARY_CSV}")
+    print_comparison(console, f"Sweep: {len(rows)} jobs", rows)
+    console.print(f"comparison written to {sweep_dir / SUMMARY_CSV}", soft_wrap=True)  # a path stays one line
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
         raise UserAbort(f"error: {len(failed)} of {len(rows)} jobs failed (job {failed[0]['job']}: "

@@ -5,30 +5,20 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rich.table import Table
+from rich.console import Console
+
+from minrnn_cli.formatting import Column, print_fitted, value_text
 
 LEADING_COLUMNS = ("job", "overrides", "status", "model", "task", "params", "steps", "best_step", "wall_time_s")
 TRAILING_COLUMNS = ("error",)  # a failed job's one-line error
+TEXT_COLUMNS = ("job", "overrides", "status", "model", "task", "error")
 
 
-def _format(value) -> str:
-    if isinstance(value, float):
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.2f}" if abs(value) >= 100 else f"{value:.4f}"  # seconds, then losses and accuracies
-    if isinstance(value, int):
-        return f"{value:,}"
-    return "" if value is None else str(value)
-
-
-def summary_table(title: str, values: dict) -> Table:
-    table = Table(title=title, show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value", justify="right")
-    for key, value in values.items():
-        if not isinstance(value, (dict, list)):
-            table.add_row(key, _format(value))
-    return table
+def print_summary(console: Console, title: str, values: dict) -> None:
+    """One run's results as key/value rows (nested values, such as the process settings, and None left out)."""
+    rows = [[key, value_text(key, value)] for key, value in values.items()
+            if value is not None and not isinstance(value, (dict, list))]
+    print_fitted(console, title, [Column("key", justify="left"), Column("value")], rows, show_header=False)
 
 
 def comparison_columns(rows: list[dict]) -> list[str]:
@@ -42,14 +32,12 @@ def comparison_columns(rows: list[dict]) -> list[str]:
     return columns + [column for column in TRAILING_COLUMNS if column in present]
 
 
-def comparison_table(title: str, rows: list[dict]) -> Table:
+def print_comparison(console: Console, title: str, rows: list[dict]) -> None:
+    """Every job of a sweep, one row each; split into several tables (each led by `job`) to fit the console."""
     columns = comparison_columns(rows)
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("job", "overrides", "model", "task") else "right")
-    for row in rows:
-        table.add_row(*(_format(row.get(column)) for column in columns))
-    return table
+    print_fitted(console, title,
+                 [Column(c, justify="left" if c in TEXT_COLUMNS else "right", key=c == "job") for c in columns],
+                 [[value_text(column, row.get(column)) for column in columns] for row in rows])
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

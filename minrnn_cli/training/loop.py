@@ -21,6 +21,7 @@ from torch import nn
 
 from minrnn_cli.device import autocast, resolve_device
 from minrnn_cli.errors import UserError
+from minrnn_cli.runtime import busy_machine, fewer_threads, load_average, usable_cores
 from minrnn_cli.tasks import build_task
 from minrnn_cli.tracking.progress import TrainingProgress
 from minrnn_cli.tracking.records import MetricsLog, copy_metrics
@@ -46,6 +47,9 @@ from minrnn_cli.training.optim import build_optimizer, build_scheduler
 from minrnn_cli.training.signals import FinalPhaseInterrupted, Interrupted, agreed_stop_signal, stop_signals
 
 log = logging.getLogger("minrnn")
+THREADS_REMEDY = "OMP_NUM_THREADS=1 before the command"  # how a training run takes fewer torch threads
+SLOWDOWN = 3.0  # a window this many times below the best window's tokens/s: other work is competing
+JUDGED_WINDOW_S = 1.0  # shorter windows vary too much on their own to be compared
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Run:
     best: dict | None = None  # {"step", "value", "metrics"} of the best evaluation so far
     last_saved: str | None = None  # the newest last.pt, named in error messages
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
+    load_at_start: list[float] | None = None  # the 1/5/15-minute load averages before training
+    throughput: Throughput = field(default_factory=lambda: Throughput())
 
     @property
     def checkpoints(self) -> Path:
@@ -85,6 +91,33 @@ class Window:
 
 
 @dataclass
+class Throughput:
+    """The training time and steps of the whole run (evaluations left out) and the best window's tokens/s, to
+    notice other work starting to compete for the machine (once: one warning a run)."""
+
+    seconds: float = 0.0
+    steps: int = 0
+    best: float = 0.0
+    warned: bool = False
+
+    def add(self, steps: int, seconds: float, tokens_per_s: float) -> str | None:
+        """Count a window; a warning line when it ran far below the best judged window before it."""
+        self.seconds, self.steps = self.seconds + seconds, self.steps + steps
+        if seconds < JUDGED_WINDOW_S or not steps:
+            return None
+        slow = not self.warned and tokens_per_s * SLOWDOWN < self.best
+        if slow:
+            self.warned = True
+            load, cores = load_average(), usable_cores()
+            return (f"training slowed down to {tokens_per_s:,.0f} tokens/s from {self.best:,.0f} at best: other "
+                    f"work is probably competing for the machine (1-minute load average "
+                    f"{load[0] if load else 'unknown'} on {cores} core{'s' if cores != 1 else ''}); "
+                    f"{fewer_threads(THREADS_REMEDY)}wait for the other work to finish")
+        self.best = max(self.best, tokens_per_s)
+        return None
+
+
+@dataclass
 class Trained:
     """What `train` hands back: the results (also in results.json) and the model holding the best weights."""
 
@@ -98,8 +131,12 @@ def train(cfg: DictConfig, run_dir: Path, runs_root: Path, replica: Replica, gro
     """Train the configured model on the configured task, from scratch or from `trainer.resume`. `group`: the
     W&B group (a sweep's)."""
     trainer = cfg.trainer
+    load_at_start = load_average()  # before this run's own work counts in it
     run = set_up(cfg, run_dir, replica)
+    run.load_at_start = load_at_start
     resume(run, runs_root)
+    if replica.is_main:
+        announce(run)
     forward = wrap_model(run.model, run.device, replica)  # DDP averages the gradients of all ranks
     forward = torch.compile(forward) if trainer.compile else forward
     started = time.perf_counter()
@@ -143,6 +180,24 @@ def set_up(cfg: DictConfig, run_dir: Path, replica: Replica) -> Run:
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, trainer.max_steps)
     return Run(cfg, run_dir, replica, device, task, model, optimizer, scheduler)
+
+
+def announce(run: Run) -> None:
+    """The start line (what trains on what, where, how) and a warning when the machine is already busy."""
+    from minrnn_cli.models import count_params
+
+    cfg, trainer = run.cfg, run.cfg.trainer
+    batch = cfg.task.get("batch_size")
+    threads = torch.get_num_threads()
+    start = f"from step {run.start_step:,} to {trainer.max_steps:,}" if run.start_step else f"{trainer.max_steps:,}"
+    ranks = f" x{run.replica.world_size} ranks" if run.replica.world_size > 1 else ""
+    log.info(f"training {cfg.model.name} ({count_params(run.model):,} params) on {cfg.task.name} "
+             f"({run.task.training_data()}{f', batch {batch}' if batch else ''}), {start} steps; "
+             f"device {run.device}{ranks}, {threads} torch thread{'s' if threads != 1 else ''}, "
+             f"{trainer.precision}; run folder {run.run_dir}")
+    busy = busy_machine(THREADS_REMEDY)
+    if busy:
+        log.warning(busy)
 
 
 def resume(run: Run, runs_root: Path) -> None:
@@ -239,8 +294,12 @@ def log_window(run: Run, window: Window, metrics_log: MetricsLog, progress) -> N
     world_size = run.replica.world_size
     loss_total = mean_across_ranks(window.loss_sum, run.replica).item()
     train_loss = loss_total / window.steps if window.steps else float("nan")  # all skipped
-    tokens_per_s = (run.task.tokens_per_batch * world_size * window.steps / (time.perf_counter() - window.started))
+    seconds = time.perf_counter() - window.started
+    tokens_per_s = run.task.tokens_per_batch * world_size * window.steps / seconds
+    slowed = run.throughput.add(window.steps, seconds, tokens_per_s)
     if run.replica.is_main:
+        if slowed:
+            log.warning(f"step {run.step}: {slowed}")
         skipped = {"skipped_steps": run.skipped_steps} if run.skipped_steps else {}
         metrics_log.log(run.step, {"train_loss": train_loss, "lr": run.scheduler.get_last_lr()[0],
                                    "tokens_per_s": tokens_per_s, **skipped})
@@ -297,6 +356,8 @@ def final_results(run: Run, wall_time: float) -> dict:
 
     best_path = run.checkpoints / "best.pt"
     load_model_state(run.model, load_checkpoint(best_path), best_path)
+    timed = run.throughput  # training steps alone, evaluations left out; none when a resumed run only finishes
+    tokens = run.task.tokens_per_batch * run.replica.world_size * timed.steps
     return {
         "model": run.cfg.model.name,
         "task": run.cfg.task.name,
@@ -304,9 +365,13 @@ def final_results(run: Run, wall_time: float) -> dict:
         "steps": run.step,
         "resumed_from_step": run.start_step,
         "wall_time_s": round(wall_time, 2),
+        "tokens_per_s": round(tokens / timed.seconds, 1) if timed.steps else None,
+        "step_time_ms": round(timed.seconds / timed.steps * 1e3, 3) if timed.steps else None,
         "device": str(run.device),
         "world_size": run.replica.world_size,
         "best_step": run.best["step"],
         "skipped_steps": run.skipped_steps,
         **evaluate(run.model, run.task, run.device, run.cfg.trainer.precision),
+        "load_average_at_start": run.load_at_start,  # 1/5/15 minutes: other work on the machine slows a run
+        "load_average_at_end": load_average(),
     }

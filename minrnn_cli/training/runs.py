@@ -6,6 +6,8 @@ No Hydra here: the Hydra task functions (minrnn_cli.hydra_app.jobs) pass in the 
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,19 +16,20 @@ from rich.console import Console
 
 from minrnn_cli.errors import UserError
 from minrnn_cli.runtime import apply_process_settings, process_settings
-from minrnn_cli.tracking.records import earlier_run, write_results
+from minrnn_cli.tracking.records import CHECKPOINTS_DIR, earlier_run, write_results
 from minrnn_cli.training.settings import check_generate_config, check_runtime, check_train_config
 
 log = logging.getLogger("minrnn")
 OUTPUTS_ROOT = Path("outputs")
 SAMPLE_TEMPERATURE = 0.8  # the closing sample of a text model's training run
+PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:+-]+")  # what a Hydra override value may hold unquoted
 TRAIN_ONLY_GROUPS = ("model", "task", "optim", "logger", "experiment")  # eval and generate read the checkpoint
 
 
 def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict | None:
     """Train, write results.json (rank 0) and print the summary; returns the results (None on ranks > 0).
     `group`: the W&B group of a sweep's jobs."""
-    from minrnn_cli.tracking.tables import summary_table
+    from minrnn_cli.tracking.tables import print_summary
     from minrnn_cli.training.distributed import init_process_group, shutdown
     from minrnn_cli.training.loop import train
     from minrnn_cli.training.model_setup import check_model_config
@@ -60,10 +63,31 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict 
             console.rule("sample from the best checkpoint")
             console.print(sample, markup=False, highlight=False)
             console.rule()
-    shown = {key: value for key, value in results.items() if key != "sample"}  # the sample is printed above
-    console.print(summary_table(f"{cfg.model.name} on {cfg.task.name}", shown))
-    console.print(f"run folder: {run_dir}")
+    shown = {key: value for key, value in results.items() if key not in ("sample", "command")}  # sample: above
+    print_summary(console, f"{cfg.model.name} on {cfg.task.name}", shown)
+    console.print(f"run folder: {run_dir}", soft_wrap=True, markup=False, highlight=False)  # paths stay one line
+    console.print("next:", highlight=False)
+    for command in next_commands(run_dir, "chars" in trained.task.vocabulary()):
+        console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
     return results
+
+
+def next_commands(run_dir: Path, text_model: bool) -> list[str]:
+    """What to do with a finished run, as commands to paste into a shell (generate only for a text model)."""
+    best = (run_dir / CHECKPOINTS_DIR / "best.pt").absolute()
+    commands = [f"minrnn eval {override('checkpoint', best)}"]
+    if text_model:
+        commands.append(f"minrnn generate {override('checkpoint', best)}")
+    return [*commands, f"minrnn report {shlex.quote(str(run_dir.absolute()))}"]
+
+
+def override(key: str, value: Path) -> str:
+    """`key=value` quoted for Hydra where the value needs it (spaces, quotes, non-ASCII), then for the shell."""
+    text = str(value)
+    if not PLAIN_VALUE.fullmatch(text):
+        # in a quoted value a backslash is literal except before a quote (and the closing one)
+        text = '"' + re.sub(r'(\\*)("|$)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""), text) + '"'
+    return shlex.quote(f"{key}={text}")
 
 
 def require_unused(run_dir: Path) -> None:
@@ -122,7 +146,7 @@ def load_trained(cfg: DictConfig):
 
 def eval_run(cfg: DictConfig, run_dir: Path) -> None:
     from minrnn_cli.models import count_params
-    from minrnn_cli.tracking.tables import summary_table
+    from minrnn_cli.tracking.tables import print_summary
     from minrnn_cli.training.evaluation import evaluate
 
     model, task, payload, device, path = load_trained(cfg)
@@ -131,7 +155,10 @@ def eval_run(cfg: DictConfig, run_dir: Path) -> None:
     results = {"checkpoint": str(path), "model": trained["model"]["name"], "task": trained["task"]["name"],
                "params": count_params(model), "steps": payload["step"], **metrics}
     write_results(run_dir, results)
-    Console().print(summary_table(f"eval of {path}", results))
+    console = Console()
+    console.print(f"checkpoint: {path}", soft_wrap=True, markup=False, highlight=False)  # a path stays one line
+    print_summary(console, f"eval: {results['model']} on {results['task']}",
+                  {key: value for key, value in results.items() if key not in ("checkpoint", "command")})
 
 
 def generate_run(cfg: DictConfig, run_dir: Path) -> None:
