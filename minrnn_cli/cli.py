@@ -204,12 +204,19 @@ def report(
     paths: list[Path] | None = typer.Argument(None, help="Run or multirun folders (default: outputs)."),
     out: Path = typer.Option(Path("outputs/report"), "--out", "-o", help="Where report.md/.csv and curves go."),
 ) -> None:
+    from minrnn_cli.errors import cannot_write, write_failure
     from minrnn_cli.reporting.command import write_report
 
     try:
         write_report(paths or [Path("outputs")], out)
     except UserError as error:
         typer.echo(str(error), err=True)
+        raise typer.Exit(USER_ERROR_EXIT) from None
+    except OSError as error:  # a full disk or an unwritable --out folder
+        if write_failure(error) is None:
+            raise
+        typer.echo(str(cannot_write(error.filename or out, error, then=f"; the report in {out} is incomplete",
+                                    advice="free some space or give another folder with --out")), err=True)
         raise typer.Exit(USER_ERROR_EXIT) from None
 
 

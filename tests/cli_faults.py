@@ -47,3 +47,33 @@ def start_minrnn(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     """`python -m minrnn_cli ARGS` as a subprocess (stdout and stderr piped)."""
     return subprocess.Popen([sys.executable, "-m", "minrnn_cli", *args], cwd=cwd, env=subprocess_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# A real `minrnn` process that signals itself at one phase of a run: on the `call`-th call of `function` in
+# `module` (the periodic and final evaluations: minrnn_cli.training.loop.evaluate; the closing text sample:
+# minrnn_cli.training.runs.closing_sample). Ctrl-C gets Python's own handler back first, as in a terminal,
+# whatever the test runner left it as (a child of a process ignoring SIGINT inherits that).
+SIGNAL_AT_PHASE = """
+import itertools, os, signal, sys
+from importlib import import_module
+module_name, function, call, signum, *args = sys.argv[1:]
+signal.signal(signal.SIGINT, signal.default_int_handler)
+module, calls = import_module(module_name), itertools.count(1)
+original = getattr(module, function)
+def signalling(*a, **k):
+    if next(calls) == int(call):
+        os.kill(os.getpid(), int(signum))
+    return original(*a, **k)
+setattr(module, function, signalling)
+sys.argv = ["minrnn", *args]
+from minrnn_cli.cli import main
+main()
+"""
+
+
+def run_signalled_at(phase: str, call: int, signum: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`minrnn ARGS` in a subprocess that receives `signum` at the `call`-th call of `phase`
+    ("module:function"; call 0: never)."""
+    module, function = phase.split(":")
+    return subprocess.run([sys.executable, "-c", SIGNAL_AT_PHASE, module, function, str(call), str(int(signum)),
+                           *args], cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300)

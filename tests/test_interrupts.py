@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_faults import TINY, assert_one_line_error, error_lines, invoke, start_minrnn
+from cli_faults import TINY, TINY_RUN, assert_one_line_error, error_lines, invoke, run_signalled_at, start_minrnn
 
 from minrnn_cli.tracking.records import read_metrics, read_results
 from minrnn_cli.training.checkpoint import load_checkpoint
@@ -166,14 +166,15 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_as_the_newest(tm
     last = run_dir / "checkpoints" / "last.pt"
     save_checkpoint(last, step=1, **state)
 
-    def dies_midway(payload, path):  # a kill during the write: half a file, then nothing more
-        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+    def dies_midway(payload, handle):  # a kill during the write: half a file, then nothing more
+        handle.write(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(last, step=2, **state)
     assert load_checkpoint(last)["step"] == 1
+    assert sorted(path.name for path in last.parent.iterdir()) == ["last.pt"]  # the torn file is removed
     assert latest_resumable(tmp_path / "outputs", config) == last
 
 
@@ -257,3 +258,75 @@ def test_sigterm_in_the_final_evaluation_stops_at_once_and_resume_finishes_the_r
     done_last = tmp_path / "reference" / "checkpoints" / "last.pt"
     line = assert_one_line_error(invoke(["train", *TINY, f"trainer.resume={done_last}"]))
     assert "nothing left to train" in line
+
+
+# ---- a stop at every phase of a run, in a real process (tests/cli_faults.run_signalled_at) ---------------------
+# TINY trains 4 steps and evaluates at steps 2 and 4, then once more with the best weights (the final evaluation):
+# loop.evaluate's calls 1, 2 and 3.
+EVALUATE, SAMPLE = "minrnn_cli.training.loop:evaluate", "minrnn_cli.training.runs:closing_sample"
+STOPS = pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+
+
+def only_line(result, returncode: int) -> str:
+    lines = error_lines(result.stderr)
+    assert result.returncode == returncode, result.stdout[-2000:] + result.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
+    return lines[0]
+
+
+@STOPS
+def test_a_stop_during_a_periodic_evaluation_stops_after_it_with_that_step_saved(signum, tmp_path):
+    result = run_signalled_at(EVALUATE, 1, signum, ["train", *TINY, "hydra.run.dir=run"], tmp_path)
+    line = only_line(result, 128 + signum)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert f"stopped by {signal.Signals(signum).name} at step 2, saved {last}" in line, line
+    assert f"trainer.resume={last}" in line and load_checkpoint(last)["step"] == 2
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+@STOPS
+def test_a_stop_during_the_final_evaluation_ends_at_once_with_every_checkpoint_saved(signum, tmp_path):
+    result = run_signalled_at(EVALUATE, 3, signum, ["train", *TINY, "hydra.run.dir=run"], tmp_path)
+    line = only_line(result, 128 + signum)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert f"stopped by {signal.Signals(signum).name} during the final evaluation" in line, line
+    assert "training finished at step 4" in line and f"trainer.resume={last}" in line
+    assert load_checkpoint(last)["step"] == 4 and (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@STOPS
+def test_a_stop_during_the_closing_sample_keeps_the_results(signum, tmp_path):
+    """The results are written before the sample; the signal's default effect ends the process (SIGTERM kills
+    it, Ctrl-C is Python's KeyboardInterrupt: `interrupted`, exit 130)."""
+    text = [*TINY_RUN, "task=shakespeare", "task.seq_len=8", "task.batch_size=2", "task.eval_batches=1",
+            "task.sample_chars=200"]
+    result = run_signalled_at(SAMPLE, 1, signum, ["train", *text, "hydra.run.dir=run"], tmp_path)
+    if signum == signal.SIGTERM:
+        assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    else:
+        assert only_line(result, 130) == "interrupted"
+    results = read_results(tmp_path / "run")
+    assert results["steps"] == 4 and "sample" not in results
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_an_interrupted_sweep_restarted_as_advised_gives_each_job_its_own_checkpoint(tmp_path):
+    """Job 0 (seed 1) finishes, job 1 (seed 2) is stopped at step 2. The advised restart (trainer.resume=auto)
+    trains job 0 again from scratch and continues job 1 from its own step-2 checkpoint, never job 1's for both."""
+    sweep = ["train", "-m", *TINY, "trainer.seed=1,2"]
+    result = run_signalled_at(EVALUATE, 4, signal.SIGTERM, sweep, tmp_path)  # job 1's first evaluation
+    line = only_line(result, 128 + signal.SIGTERM)
+    assert "trainer.resume=auto" in line and "trainer.resume=/" not in line, line
+    (first,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert (first / "0" / "results.json").is_file() and not (first / "1" / "results.json").exists()
+    interrupted = load_checkpoint(first / "1" / "checkpoints" / "last.pt")
+    assert interrupted["step"] == 2 and interrupted["config"]["trainer"]["seed"] == 2
+
+    restarted = run_signalled_at(EVALUATE, 0, signal.SIGTERM, [*sweep, "trainer.resume=auto"], tmp_path)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    (second,) = [path for path in (tmp_path / "outputs" / "multirun").iterdir() if path != first]
+    assert read_results(second / "0")["resumed_from_step"] == 0  # job 0 had finished: trained again
+    assert read_results(second / "1")["resumed_from_step"] == 2  # job 1 continued its own run
+    assert load_checkpoint(second / "1" / "checkpoints" / "last.pt")["config"]["trainer"]["seed"] == 2

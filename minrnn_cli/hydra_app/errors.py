@@ -15,7 +15,7 @@ import shutil
 import traceback
 from pathlib import Path
 
-from minrnn_cli.errors import USER_ERROR_EXIT, UserAbort, UserError, one_line
+from minrnn_cli.errors import USER_ERROR_EXIT, UserAbort, UserError, cannot_write, one_line, write_failure
 from minrnn_cli.hydra_app.context import in_multirun, job_dir
 from minrnn_cli.paths import config_groups
 from minrnn_cli.tracking.records import ERROR_FILE
@@ -90,6 +90,17 @@ def compact(function, config_name: str | None = None):
         raise UserAbort(str(error), error.exit_code) from None
     except CompactHydraException as error:
         raise UserAbort(describe(error, config_name)) from None
+    except Exception as error:  # Hydra's own writes (the run folder, .hydra/) and any other on a full disk
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        from minrnn_cli.hydra_app.internals import failed_output_dir
+
+        run_dir = failed_output_dir(error)
+        if run_dir is not None and not in_multirun() and holds_only_bookkeeping(Path(run_dir)):
+            shutil.rmtree(run_dir, ignore_errors=True)  # Hydra's torn .hydra/ files: no run started there
+        where = failure.filename or (f"the run folder {run_dir}" if run_dir else "the output folder")
+        raise UserAbort(str(cannot_write(where, failure))) from None
 
 
 def check_run_flags(args: argparse.Namespace) -> None:
@@ -138,6 +149,9 @@ def _fail(error: Exception, cfg):
     from omegaconf.errors import OmegaConfBaseException
 
     multirun = in_multirun()
+    failure = write_failure(error)
+    if failure is not None and not isinstance(error, UserError):  # a full disk or an unwritable folder
+        error = cannot_write(failure.filename or "a file", failure)
     user_mistake = isinstance(error, (UserError, OmegaConfBaseException))  # OmegaConf: `${..}` to a missing key
     if not user_mistake and not multirun:
         raise error  # a bug: Hydra prints the stack trace
@@ -150,7 +164,10 @@ def _fail(error: Exception, cfg):
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             details = "" if user_mistake else "".join(traceback.format_exception(error))
-            (run_dir / ERROR_FILE).write_text(message + "\n" + details)
+            try:
+                (run_dir / ERROR_FILE).write_text(message + "\n" + details)
+            except OSError as unwritten:  # the disk that failed the job may refuse this too: the line still goes out
+                log.warning(f"could not write {run_dir / ERROR_FILE} ({unwritten.strerror})")
     if multirun and not getattr(error, "ends_sweep", False):
         log.error(message)
         return float("nan") if cfg.get("optimize_metric") else None  # a failed trial for optimising sweepers

@@ -89,6 +89,18 @@ def reported_errors(shape: Callable[[Callable], object]) -> Iterator[None]:
         hydra_utils.run_and_report = original
 
 
+def failed_output_dir(error: BaseException) -> str | None:
+    """The job folder Hydra was setting up when `error` was raised in its `run_job` (creating the folder,
+    writing `.hydra/`), read from that frame's `output_dir`; None when the error came from elsewhere."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "run_job" and frame.f_globals.get("__name__") == "hydra.core.utils":
+            return frame.f_locals.get("output_dir")
+        traceback = traceback.tb_next
+    return None
+
+
 def signatures_match() -> bool:
     """Whether the installed Hydra's private functions take what this module passes them."""
     import hydra._internal.utils as hydra_utils

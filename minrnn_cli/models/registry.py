@@ -8,12 +8,13 @@ consumed (the constructors) and, for the CLI, in conf/model/*.yaml.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from minrnn_cli.models.blocks import NORMS
+from minrnn_cli.models.blocks import NORMS, ResidualBlock
 from minrnn_cli.models.cells import MinGRU, MinLSTM
 from minrnn_cli.models.mamba import MambaMixer
 from minrnn_cli.models.rnn_baselines import FusedGRU, FusedLSTM, LoopGRU, LoopLSTM
@@ -82,25 +83,61 @@ _MINIMAL_RNN: dict[str, Option] = {
 }
 
 
+# Checks across options (each valid alone): `check(options, prefix)` gets every option with the constructors'
+# defaults filled in, and returns what is wrong (None: nothing).
+Relation = Callable[[Mapping[str, object], str], "str | None"]
+
+
+def _inner_width(options: Mapping[str, object], p: str) -> str | None:
+    d_model, expansion = options["d_model"], options["expansion"]
+    if round(d_model * expansion) < 1:
+        return (f"{p}expansion={expansion} with {p}d_model={d_model} gives an inner width of "
+                f"{round(d_model * expansion)}: {p}d_model * {p}expansion must be at least 1")
+    return None
+
+
+def _mlp_width(options: Mapping[str, object], p: str) -> str | None:
+    d_model, ratio = options["d_model"], options["mlp_ratio"]
+    if options["mlp"] and int(d_model * ratio) < 1:
+        return (f"{p}mlp_ratio={ratio} with {p}d_model={d_model} gives the MLP a width of {int(d_model * ratio)}: "
+                f"{p}d_model * {p}mlp_ratio must be at least 1 (or {p}mlp=false)")
+    return None
+
+
+def _head_size(options: Mapping[str, object], p: str) -> str | None:
+    d_model, heads = options["d_model"], options["n_heads"]
+    if d_model % heads or (d_model // heads) % 2:
+        fits = [n for n in range(1, min(d_model, 64) + 1) if d_model % n == 0 and (d_model // n) % 2 == 0]
+        allowed = f"one of {', '.join(map(str, fits))}" if fits else f"none: {p}d_model must be even"
+        return (f"{p}n_heads={heads} does not fit {p}d_model={d_model}: the heads split d_model into equal, even "
+                f"head sizes; with {p}d_model={d_model} {p}n_heads can be {allowed}")
+    return None
+
+
+BLOCK_RELATIONS: tuple[Relation, ...] = (_mlp_width,)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """A row of the registry: the mixer class (`mixer(x, state) -> (y, state)`, `mixer.step(x_t, state)`)
-    and the mixer's own options (beyond BLOCK_OPTIONS), passed to its constructor by name."""
+    """A row of the registry: the mixer class (`mixer(x, state) -> (y, state)`, `mixer.step(x_t, state)`),
+    the mixer's own options (beyond BLOCK_OPTIONS), passed to its constructor by name, and the checks across
+    options that each pass alone (`relations`)."""
 
     mixer: type[nn.Module]
     options: dict[str, Option] = field(default_factory=dict)
+    relations: tuple[Relation, ...] = ()
 
 
 MODELS: dict[str, ModelEntry] = {
-    "mingru": ModelEntry(MinGRU, _MINIMAL_RNN),
-    "minlstm": ModelEntry(MinLSTM, {**_MINIMAL_RNN, "normalize": flag(), "forget_bias": number()}),
+    "mingru": ModelEntry(MinGRU, _MINIMAL_RNN, (_inner_width,)),
+    "minlstm": ModelEntry(MinLSTM, {**_MINIMAL_RNN, "normalize": flag(), "forget_bias": number()}, (_inner_width,)),
     "gru": ModelEntry(FusedGRU),
     "lstm": ModelEntry(FusedLSTM),
     "gru_loop": ModelEntry(LoopGRU),
     "lstm_loop": ModelEntry(LoopLSTM),
     "mamba": ModelEntry(MambaMixer, {"d_state": integer(at_least=1), "expansion": integer(at_least=1),
                                      "d_conv": integer(at_least=1)}),
-    "transformer": ModelEntry(CausalSelfAttention, {"n_heads": integer(at_least=1)}),
+    "transformer": ModelEntry(CausalSelfAttention, {"n_heads": integer(at_least=1)}, (_head_size,)),
 }
 MODEL_NAMES = tuple(MODELS)  # the models minrnn ships (tests may register more in MODELS)
 
@@ -129,3 +166,20 @@ def check_options(name: str, options: Mapping[str, object], prefix: str = "", bl
         message = allowed[key].error(f"{prefix}{key}", value)
         if message:
             raise ValueError(message)
+    filled = {**_defaults(ResidualBlock), **_defaults(entry.mixer), **options}
+    for relation in (*(BLOCK_RELATIONS if blocks else ()), *entry.relations):
+        message = relation(filled, prefix)
+        if message:
+            raise ValueError(message)
+
+
+def _defaults(cls: type) -> dict[str, object]:
+    """The constructor's default values, by option name (a subclass's over its bases', which it may pass on
+    through **kwargs)."""
+    defaults: dict[str, object] = {}
+    for klass in reversed(cls.__mro__[:cls.__mro__.index(nn.Module)]):
+        if "__init__" in vars(klass):
+            defaults.update({name: parameter.default
+                             for name, parameter in inspect.signature(klass.__init__).parameters.items()
+                             if parameter.default is not inspect.Parameter.empty})
+    return defaults

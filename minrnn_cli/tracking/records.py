@@ -4,9 +4,12 @@ one-line error), and what marks a folder as already holding a run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+
+from minrnn_cli.errors import cannot_write, write_failure
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -28,8 +31,11 @@ class MetricsLog:
         self.wandb_run = wandb_run
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        try:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        except OSError as error:  # a torn last line is skipped by read_metrics
+            raise _cannot_write(self.path, error) from None
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
 
@@ -54,16 +60,36 @@ def copy_metrics(source_dir: Path, run_dir: Path, up_to_step: int) -> None:
     if not (source_dir / METRICS_FILE).is_file():
         return
     lines = [json.dumps(row) + "\n" for row in read_metrics(source_dir) if row["step"] <= up_to_step]
-    (run_dir / METRICS_FILE).write_text("".join(lines))
+    try:
+        (run_dir / METRICS_FILE).write_text("".join(lines))
+    except OSError as error:
+        raise _cannot_write(run_dir / METRICS_FILE, error) from None
 
 
 def write_results(run_dir: Path, results: dict) -> Path:
     """results.json, written to a temporary name and renamed: whole or not at all."""
     path = run_dir / RESULTS_FILE
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(partial, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise _cannot_write(path, error) from None
     return path
+
+
+def _cannot_write(path: Path, error: OSError) -> Exception:
+    """A record that could not be written (full disk, unwritable folder): one line, with how to go on from the
+    run's last checkpoint when it has one; any other OSError is returned as it is (a bug)."""
+    if write_failure(error) is None:
+        return error
+    last = path.parent / CHECKPOINTS_DIR / "last.pt"
+    if not last.is_file():
+        return cannot_write(path, error)
+    return cannot_write(path, error, then="; the run's checkpoints are kept",
+                        advice=f"free some space, then continue with the same command plus trainer.resume={last}")
 
 
 def read_results(run_dir: Path) -> dict:

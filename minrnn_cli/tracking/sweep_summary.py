@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from minrnn_cli.errors import UserAbort
+from minrnn_cli.errors import UserAbort, cannot_write, write_failure
 from minrnn_cli.tracking.records import ERROR_FILE, RESULTS_FILE, read_results
 from minrnn_cli.tracking.tables import print_comparison, write_csv
 
@@ -52,7 +52,14 @@ def summarise_sweep(sweep_dir: Path) -> None:
     rows = collect_sweep(sweep_dir)
     if not rows:
         return
-    write_csv(sweep_dir / SUMMARY_CSV, rows)
+    try:
+        write_csv(sweep_dir / SUMMARY_CSV, rows)
+    except OSError as error:  # raised as a UserAbort: Hydra turns a callback's Exception into a warning
+        if write_failure(error) is None:
+            raise
+        raise UserAbort(str(cannot_write(sweep_dir / SUMMARY_CSV, error, then="; each job's results are in its "
+                                         "own folder", advice=f"free some space, then `minrnn report {sweep_dir}` "
+                                         "collects them"))) from None
     console = Console()
     print_comparison(console, f"Sweep: {len(rows)} jobs", rows)
     console.print(f"comparison written to {sweep_dir / SUMMARY_CSV}", soft_wrap=True)  # a path stays one line

@@ -6,6 +6,7 @@ Files are written to a temporary name and renamed, so an interrupted save never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from minrnn_cli.errors import UserError
+from minrnn_cli.errors import UserError, cannot_write, write_failure
 
 log = logging.getLogger("minrnn")
 
@@ -53,10 +54,24 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best:
         "vocabulary": vocabulary,
         "rng": rng_states(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("wb") as handle:  # a file object: torch.save then keeps the OSError as the context
+            torch.save(payload, handle)
+        os.replace(partial, path)
+    except BaseException as error:  # a full disk, an unwritable folder, or a kill while writing
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        last = path.with_name("last.pt")
+        if not last.is_file():
+            raise cannot_write(path, failure, then="; no checkpoint was saved") from None
+        raise cannot_write(path, failure, then=f"; the previous save is kept ({path.name} unchanged)",
+                           advice=f"free some space, then continue with the same command plus "
+                                  f"trainer.resume={last}") from None
 
 
 WANTED = "give a checkpoint written by `minrnn train` (outputs/runs/<run>/checkpoints/last.pt or best.pt)"
