@@ -87,14 +87,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_machine(threads_remedy: str) -> str | None:
-    """One warning line when other work already loads the machine (the 1-minute load average above the usable
-    cores), with the remedy; None when it is not busy. `threads_remedy`: how this command takes fewer threads."""
+def busy_machine(threads_remedy: str, finished: bool = False) -> str | None:
+    """One warning line when the machine is loaded beyond its cores (the 1-minute load average above the usable
+    cores), with the remedy; None when it is not. `threads_remedy`: how this command takes fewer threads;
+    `finished`: said after the work (its timings are then suspect) rather than before it."""
     load, cores = load_average(), usable_cores()
     if load is None or load[0] <= cores:
         return None
-    return (f"the machine is busy before this started: 1-minute load average {load[0]:.1f} on {cores} "
-            f"core{'s' if cores != 1 else ''}, so this will run slower and its timings vary; "
+    where = f"1-minute load average {load[0]:.1f} on {cores} core{'s' if cores != 1 else ''}"
+    if finished:
+        return (f"the machine was overloaded while this ran ({where} at the end), so its timings may be slow and "
+                f"uneven; {fewer_threads(threads_remedy)}wait for the other work to finish, and measure again")
+    return (f"the machine is busy before this started: {where}, so this will run slower and its timings vary; "
             f"{fewer_threads(threads_remedy)}wait for the other work to finish")
 
 

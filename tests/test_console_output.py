@@ -211,6 +211,8 @@ def test_the_bench_tables_fit_80_columns_and_a_busy_machine_is_said(tmp_path):
                     "plot=false", load=BUSY)
     cores = len(os.sched_getaffinity(0))
     assert f"warning: the machine is busy before this started: 1-minute load average 64.0 on {cores}" in stdout
+    assert stdout.index("warning: the machine was overloaded while this ran (1-minute load average 64.0") > \
+        stdout.rindex("┘")  # after the tables
     bench_json = Path(re.search(r"wrote (\S+/bench\.csv), (\S+/bench\.json)", stdout)[2])
     document = json.loads(bench_json.read_text())
     machine = document["meta"]["machine"]

@@ -48,6 +48,7 @@ def run_bench(config: BenchConfig, out_dir: Path, command: str,
     cells = measure_grid(config, device, dtype, max_memory,
                          on_cell=lambda cell: console.print(_progress(cell)))
     machine["load_average_at_end"] = load_average()
+    overloaded = busy_machine("threads=1", finished=True)
     result = BenchResult(
         meta={
             "command": command,
@@ -68,6 +69,8 @@ def run_bench(config: BenchConfig, out_dir: Path, command: str,
 
         paths["png"] = save_figure(result, out_dir / "bench.png")
     print_tables(result, console)
+    if overloaded:  # under the tables it is about
+        console.print(f"[yellow]warning: {overloaded}[/yellow]", highlight=False)
     console.print("wrote " + ", ".join(str(path) for path in paths.values()))
     return result
 
