@@ -27,7 +27,7 @@ def time_value(value: float) -> str:
     """A time or a size (the unit is in the column's name): 3 significant figures."""
     if not math.isfinite(value):
         return str(value)
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return f"{value:,.0f}" if abs(value) >= 99.95 else f"{value:.3g}"  # 999.7 -> 1,000, not 1e+03
 
 
 def loss(value: float) -> str:

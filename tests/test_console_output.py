@@ -134,6 +134,33 @@ def test_the_fewer_threads_remedy_names_the_variable_when_threads_are_many(monke
     assert runtime.busy_machine("OMP_NUM_THREADS=1 before the command") is None
 
 
+def test_one_format_per_kind_of_number():
+    assert [time_value(v) for v in (0.0612, 5.714, 12.345, 99.96, 124.7, 999.7, 1404.6)] == \
+        ["0.0612", "5.71", "12.3", "100", "125", "1,000", "1,405"]
+    assert value_text("val_loss", 4.346045) == "4.3460" and value_text("test_accuracy", 0.77) == "0.7700"
+    assert value_text("val_score", 77.0123) == "77.01" and value_text("params", 227136) == "227,136"
+    assert value_text("tokens_per_s", 11216.4) == "11,216" and value_text("wall_time_s", 124.7) == "125"
+    assert value_text("seed", 1337) == "1337" and value_text("model", "mingru") == "mingru"
+    assert ratio(1.0) == "1.00x" and value_text("memory_vs_loop", 0.642) == "0.64x"
+
+
+def test_a_value_too_wide_for_any_table_wraps_whole_beside_the_keys():
+    import io
+
+    from rich.console import Console
+
+    from minrnn_cli.formatting import Column, print_fitted
+
+    error = "error: " + " ".join(f"word{n}" for n in range(40))  # a failed job's one-line error
+    columns = [Column("job", key=True), *(Column(f"val_metric_{n}") for n in range(8)), Column("error")]
+    out = io.StringIO()
+    print_fitted(Console(file=out, width=WIDTH), "Sweep: 2 jobs", columns,
+                 [["0", *(value_text("val_loss", 1.23456 * n) for n in range(8)), error], ["1", *["-"] * 8, ""]])
+    rows = by_key(tables_in(out.getvalue()), "job")
+    assert rows["0"]["error"] == error and rows["0"]["val_metric_7"] == "8.6419"
+    assert len(tables_in(out.getvalue())) >= 3  # split, and the error alone beside the key
+
+
 def test_a_window_far_below_the_best_one_warns_once():
     from minrnn_cli.training.loop import Throughput
 
