@@ -17,7 +17,7 @@ from typer.core import HAS_RICH, TyperCommand, TyperGroup
 
 from minrnn_cli.errors import USER_ERROR_EXIT, UserAbort, UserError
 from minrnn_cli.hydra_app.launch import Launch
-from minrnn_cli.paths import config_groups
+from minrnn_cli.paths import config_groups, outputs_dir
 
 
 @dataclass(frozen=True)
@@ -201,14 +201,16 @@ REPORT_HELP = ("Collect every results.json under PATHS into one table beside the
 
 @app.command("report", cls=CommandWithChoices, help=as_help(REPORT_HELP))
 def report(
-    paths: list[Path] | None = typer.Argument(None, help="Run or multirun folders (default: outputs)."),
-    out: Path = typer.Option(Path("outputs/report"), "--out", "-o", help="Where report.md/.csv and curves go."),
+    paths: list[Path] | None = typer.Argument(
+        None, help="Run or multirun folders (default: the outputs folder, $MINRNN_OUTPUTS or ./outputs)."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Where report.md/.csv and curves go (default: <outputs folder>/report)."),
 ) -> None:
     from minrnn_cli.errors import cannot_write, write_failure
     from minrnn_cli.reporting.command import write_report
 
     try:
-        write_report(paths or [Path("outputs")], out)
+        write_report(paths or [outputs_dir()], out or outputs_dir() / "report")
     except UserError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(USER_ERROR_EXIT) from None

@@ -1,10 +1,33 @@
-"""Where the package's shipped files live, in a source checkout and after `pip install .` alike."""
+"""Where the package's shipped files live, in a source checkout and after `pip install .` alike, and where
+every command's outputs go."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Every command writes under one outputs folder: the config key `outputs_dir`, whose default is the
+# environment variable MINRNN_OUTPUTS, else `outputs` in the current folder. Inside it, one folder per run:
+# <outputs>/<kind>/<timestamp> (the kind per command below), and <outputs>/multirun/<timestamp>/<job> for
+# the jobs of a sweep of any command (conf/hydra/default.yaml).
+OUTPUTS_ENV = "MINRNN_OUTPUTS"
+DEFAULT_OUTPUTS = "outputs"
+OUTPUT_KINDS = {"train": "runs", "eval": "evals", "generate": "samples", "bench": "bench"}
+MULTIRUN = "multirun"
+
+
+def outputs_dir(configured: str | Path | None = None) -> Path:
+    """The outputs folder: `configured` (a config's `outputs_dir`), else $MINRNN_OUTPUTS, else ./outputs."""
+    chosen = configured or os.environ.get(OUTPUTS_ENV) or DEFAULT_OUTPUTS
+    return Path(chosen).expanduser()
+
+
+def output_folder(configured: str | Path | None, command: str) -> str:
+    """The folder a command's runs go to, e.g. <outputs>/runs for train, <outputs>/multirun for
+    command="multirun" (Hydra's run and sweep folders, through the resolver `minrnn.output_folder`)."""
+    return str(outputs_dir(configured) / OUTPUT_KINDS.get(command, command))
 
 
 def config_dir() -> Path:
@@ -13,6 +36,17 @@ def config_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"minrnn's config folder is missing (looked in {PACKAGE_DIR}/conf and ../conf)")
+
+
+CACHE_ENV = "MINRNN_CACHE_DIR"
+
+
+def cache_dir(kind: str) -> Path:
+    """minrnn's cache folder for `kind` ("kernels", "corpora"): $MINRNN_CACHE_DIR/<kind>, else
+    $XDG_CACHE_HOME/minrnn/<kind>, else ~/.cache/minrnn/<kind>."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser() / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minrnn" / kind
 
 
 def shakespeare_path() -> Path:

@@ -58,7 +58,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-OUT=${OUT:-outputs/gpu_check/$(date +%Y-%m-%d_%H-%M-%S)}
+OUT=${OUT:-${MINRNN_OUTPUTS:-outputs}/gpu_check/$(date +%Y-%m-%d_%H-%M-%S)}  # minrnn's outputs folder
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 case $WHEELS in /*|"") ;; *) WHEELS=$PWD/$WHEELS ;; esac
 cd "$ROOT" || exit 2

@@ -16,6 +16,7 @@ import pytest
 _HF_CACHE = tempfile.mkdtemp(prefix="minrnn-tests-hf-")
 os.environ["HF_DATASETS_CACHE"] = _HF_CACHE
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("MINRNN_OUTPUTS", None)  # outputs/ of each test's own folder, whatever the shell has set
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("COLUMNS", "200")
@@ -84,15 +85,16 @@ def run_ok(folder: Path, *args: str):
     return result
 
 
-def only_run_dir(root: Path) -> Path:
-    """The single run folder under root/outputs/runs (fails when there are none or several)."""
-    runs = sorted((root / "outputs" / "runs").iterdir())
+def only_run_dir(root: Path, kind: str = "runs") -> Path:
+    """The single run folder under root/outputs/<kind> (fails when there are none or several). kind: runs
+    (train), evals, samples (generate), bench."""
+    runs = sorted((root / "outputs" / kind).iterdir())
     assert len(runs) == 1, runs
     return runs[0]
 
 
-def newest_run_dir(root: Path) -> Path:
-    return sorted((root / "outputs" / "runs").iterdir())[-1]
+def newest_run_dir(root: Path, kind: str = "runs") -> Path:
+    return sorted((root / "outputs" / kind).iterdir())[-1]
 
 
 @pytest.fixture

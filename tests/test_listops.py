@@ -128,5 +128,5 @@ def test_tiny_training_run_and_eval_end_to_end(tmp_path, monkeypatch):
     evaluated = subprocess.run([*base, "eval", f"checkpoint={checkpoint}"], capture_output=True, text=True,
                                timeout=120)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    (eval_file,) = [p for p in tmp_path.glob("outputs/runs/*/results.json") if p != results_file]
+    (eval_file,) = tmp_path.glob("outputs/evals/*/results.json")
     assert json.loads(eval_file.read_text())["test_accuracy"] == pytest.approx(results["test_accuracy"])

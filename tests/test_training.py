@@ -164,7 +164,7 @@ def test_eval_of_the_best_checkpoint_gives_the_runs_final_metrics(reference, tmp
     _, run_dir, _ = reference
     best = run_dir / "checkpoints" / "best.pt"
     result = run_ok(tmp_path, "eval", f"checkpoint={best}", "trainer.device=cpu")
-    evaluated = read_results(only_run_dir(tmp_path))
+    evaluated = read_results(only_run_dir(tmp_path, "evals"))
     trained = read_results(run_dir)
     assert evaluated["checkpoint"] == str(best)
     assert (evaluated["model"], evaluated["task"]) == ("mingru", "shakespeare")
@@ -176,7 +176,7 @@ def test_eval_of_the_best_checkpoint_gives_the_runs_final_metrics(reference, tmp
 def test_eval_latest_finds_the_newest_best_checkpoint(reference):
     folder, run_dir, _ = reference
     run_ok(folder, "eval")  # checkpoint=latest by default
-    evaluated = read_results(newest_run_dir(folder))
+    evaluated = read_results(newest_run_dir(folder, "evals"))
     assert Path(evaluated["checkpoint"]).resolve() == (run_dir / "checkpoints" / "best.pt").resolve()
 
 
@@ -204,7 +204,7 @@ def test_generate_greedy_step_mode_matches_the_parallel_model(reference, tmp_pat
     best = run_dir / "checkpoints" / "best.pt"
     result = run_ok(tmp_path, "generate", f"checkpoint={best}", "prompt=ROMEO:", "max_new_tokens=24",
                     "temperature=0", "trainer.device=cpu")
-    text = (only_run_dir(tmp_path) / "sample.txt").read_text()
+    text = (only_run_dir(tmp_path, "samples") / "sample.txt").read_text()
     assert text == greedy_reference(best, "ROMEO:", 24)
     assert text in result.stdout
 
@@ -216,7 +216,7 @@ def test_generate_at_extreme_temperatures_samples_a_valid_distribution(reference
     best = run_dir / "checkpoints" / "best.pt"
     run_ok(tmp_path, "generate", f"checkpoint={best}", "prompt=ROMEO:", "max_new_tokens=12",
            f"temperature={temperature}", "trainer.device=cpu")
-    text = (newest_run_dir(tmp_path) / "sample.txt").read_text()
+    text = (newest_run_dir(tmp_path, "samples") / "sample.txt").read_text()
     assert len(text) == 6 + 12
     if temperature == "1e-30":
         assert text == greedy_reference(best, "ROMEO:", 12)
@@ -251,7 +251,7 @@ def test_generate_sampling_is_seeded(reference, tmp_path):
     texts = []
     for seed in (1, 1, 2):
         run_ok(tmp_path, *args, f"seed={seed}")
-        texts.append((newest_run_dir(tmp_path) / "sample.txt").read_text())
+        texts.append((newest_run_dir(tmp_path, "samples") / "sample.txt").read_text())
     assert all(text.startswith("KING:") and len(text) == 5 + 30 for text in texts)
     assert texts[0] == texts[1] != texts[2]
 

@@ -3,7 +3,8 @@
     python -m minrnn_cli.benchmarking seq_len=[512,4096] models=[mingru,gru,gru_loop] batch_size=64
     python -m minrnn_cli.benchmarking seq_len=512 device=cuda out=outputs/bench/gpu
 
-Keys are those of conf/bench.yaml (BenchConfig) plus `out` (default outputs/bench/<timestamp>).
+Keys are those of `minrnn bench`'s config (BenchConfig) plus `out` (default <outputs>/bench/<timestamp>, where
+<outputs> is $MINRNN_OUTPUTS, else ./outputs, as for `minrnn bench`).
 Values: integers, numbers, true/false, null, words, and flat lists in brackets.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from minrnn_cli.benchmarking.config import BenchConfig
+from minrnn_cli.paths import output_folder
 
 USAGE = __doc__
 
@@ -64,10 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings, out_dir = parse_args(argv)
         config = BenchConfig.from_mapping(settings)
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")  # as conf/hydra/default.yaml's
         from minrnn_cli.benchmarking.run import run_bench
 
-        run_bench(config, out_dir or Path("outputs") / "bench" / stamp,
+        run_bench(config, out_dir or Path(output_folder(None, "bench")) / stamp,
                   command="python -m minrnn_cli.benchmarking " + shlex.join(argv))
     except ValueError as error:
         raise SystemExit(f"minrnn bench: {error}") from None

@@ -1,4 +1,4 @@
-"""The Hydra task functions behind `minrnn train`, `eval`, `generate`, `config` and `bench`.
+"""The Hydra task functions behind `minrnn train`, `eval`, `generate`, `prepare`, `config` and `bench`.
 
 Each is a module-level function of the installed package (joblib and submitit launchers pickle them): it
 takes the composed config, finds its job folder and hands both to the Hydra-free code that does the work.
@@ -36,6 +36,15 @@ def generate_job(cfg: DictConfig) -> None:
     generate_run(cfg, job_dir())
 
 
+def prepare_job(cfg: DictConfig) -> None:
+    """`minrnn prepare`: the task's corpus tokenised into the cache, and a summary of it."""
+    from minrnn_cli.tasks.text import prepare_job as prepare
+    from minrnn_cli.tracking.tables import print_summary
+
+    summary = prepare(OmegaConf.to_container(cfg.task, resolve=True))
+    print_summary(Console(), f"corpus of task {cfg.task.name}", summary)
+
+
 def show_config(cfg: DictConfig) -> None:
     """`minrnn config`: print the composed config as YAML and run nothing."""
     yaml = OmegaConf.to_yaml(cfg, resolve=False)
@@ -48,7 +57,9 @@ def bench_job(cfg: DictConfig) -> None:
     from minrnn_cli.errors import UserError
 
     try:
-        config = BenchConfig.from_mapping(OmegaConf.to_container(cfg, resolve=True))
+        settings = OmegaConf.to_container(cfg, resolve=True)
+        settings.pop("outputs_dir", None)  # where the bench's folder goes (hydra.run.dir), not a setting it measures
+        config = BenchConfig.from_mapping(settings)
         run_bench(config, job_dir(), command="minrnn bench " + " ".join(task_overrides()))
     except (ValueError, UserError) as error:
         print(f"minrnn bench: {str(error).removeprefix('error: ')}", file=sys.stderr)

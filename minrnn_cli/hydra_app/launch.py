@@ -14,7 +14,7 @@ from pathlib import Path
 from minrnn_cli.errors import UserError
 from minrnn_cli.hydra_app import internals
 from minrnn_cli.hydra_app.errors import check_run_flags, compact
-from minrnn_cli.paths import config_dir, config_groups
+from minrnn_cli.paths import DEFAULT_OUTPUTS, OUTPUTS_ENV, config_dir, config_groups, output_folder
 
 HYDRA_INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 STORED_CONFIGS = ("bench",)  # primary configs registered from code (register_configs), not YAML files
@@ -35,14 +35,29 @@ def primary_configs() -> list[str]:
     return sorted({*(path.stem for path in config_dir().glob("*.yaml")), *STORED_CONFIGS})
 
 
+OUTPUTS_DIR_DEFAULT = "${oc.env:" + OUTPUTS_ENV + "," + DEFAULT_OUTPUTS + "}"  # as in conf/train.yaml
+
+
+def output_folder_of(command: str, *, _root_) -> str:
+    """`${minrnn.output_folder:COMMAND}`: the folder COMMAND's runs go to under the config's `outputs_dir`
+    (its defaults where the config has none, as in `--cfg hydra`, which shows Hydra's part alone)."""
+    return output_folder(_root_.get("outputs_dir"), command)
+
+
 def register_configs() -> None:
     """The bench's settings as a primary config `bench`, built from BenchConfig's defaults: the dataclass is
-    the one source (the torch-only `python -m minrnn_cli.benchmarking` has no Hydra to read YAML with)."""
+    the one source (the torch-only `python -m minrnn_cli.benchmarking` has no Hydra to read YAML with); with
+    minrnn's Hydra settings and `outputs_dir`, as every command has. And the resolver conf/hydra/default.yaml
+    names its run and sweep folders with."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     from minrnn_cli.benchmarking.config import BenchConfig
 
-    ConfigStore.instance().store(name="bench", node=asdict(BenchConfig()))
+    OmegaConf.register_new_resolver("minrnn.output_folder", output_folder_of, replace=True)
+    node = {"defaults": ["_self_", {"hydra": "default"}], **asdict(BenchConfig()),
+            "outputs_dir": OUTPUTS_DIR_DEFAULT}
+    ConfigStore.instance().store(name="bench", node=node)
 
 
 def check_group_choices(overrides: list[str], extra_config_dir: str | None) -> None:

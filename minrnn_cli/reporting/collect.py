@@ -1,4 +1,5 @@
-"""Finding runs: every results.json under the given run or multirun folders, with the config beside it."""
+"""Finding runs: every results.json under the given run or multirun folders, with the config beside it, and
+which command wrote it (a training run or an evaluation)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from minrnn_cli.tracking.records import RESULTS_FILE
 
 REPORT_COLUMNS = ("run", "model", "task", "layers", "seed", "steps", "wall_time_s", "metric", "ours", "paper",
                   "paper_note")
+EVALUATION_COLUMNS = ("run", "model", "task", "steps", "metric", "ours", "checkpoint")
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
@@ -66,6 +68,28 @@ def headline_metric(results: dict) -> str | None:
     return None
 
 
+def run_command(run_dir: Path) -> str:
+    """The command that wrote the folder's results.json: its `command` field (`train`, `eval`). A results.json
+    written before that field: `eval` when the folder's config has a `checkpoint` key (eval's), else `train`."""
+    command = read_run_results(run_dir).get("command")
+    if isinstance(command, str):
+        return command
+    return "eval" if "checkpoint" in run_config(run_dir) else "train"
+
+
+def shown_path(run_dir: Path, root: Path | None) -> str:
+    return str(run_dir.relative_to(root) if root and run_dir.is_relative_to(root) else run_dir)
+
+
+def evaluation_row(run_dir: Path, root: Path | None = None) -> dict:
+    """An evaluation (`minrnn eval`) of a checkpoint: listed apart from the training runs."""
+    results = read_run_results(run_dir)
+    metric = headline_metric(results)
+    return {"run": shown_path(run_dir, root), "model": results.get("model"), "task": results.get("task"),
+            "steps": results.get("steps"), "metric": metric, "ours": results.get(metric) if metric else None,
+            "checkpoint": results.get("checkpoint")}
+
+
 def report_row(run_dir: Path, root: Path | None = None) -> dict:
     results = read_run_results(run_dir)
     config = run_config(run_dir)
@@ -73,9 +97,8 @@ def report_row(run_dir: Path, root: Path | None = None) -> dict:
     layers = model_cfg.get("n_layers") if isinstance(model_cfg, dict) else None
     metric = headline_metric(results)
     figure = matching_figure(results.get("task", ""), results.get("model", ""), layers)
-    shown = run_dir.relative_to(root) if root and run_dir.is_relative_to(root) else run_dir
     row = {
-        "run": str(shown),
+        "run": shown_path(run_dir, root),
         "model": results.get("model"),
         "task": results.get("task"),
         "layers": layers,

@@ -9,7 +9,14 @@ from pathlib import Path
 from rich.console import Console
 
 from minrnn_cli.formatting import Column, print_fitted, value_text
-from minrnn_cli.reporting.collect import REPORT_COLUMNS, find_run_dirs, report_row
+from minrnn_cli.reporting.collect import (
+    EVALUATION_COLUMNS,
+    REPORT_COLUMNS,
+    evaluation_row,
+    find_run_dirs,
+    report_row,
+    run_command,
+)
 from minrnn_cli.reporting.curves import save_curves
 from minrnn_cli.reporting.paper import PAPER_FIGURES
 
@@ -60,8 +67,11 @@ def print_table(console: Console, title: str, columns: list[str], rows: list[dic
 def write_report(paths: list[Path], out_dir: Path, console: Console | None = None) -> list[dict]:
     """Collects the runs under paths, writes report.csv, report.md and curves/*.png to out_dir."""
     console = console or Console()
-    run_dirs = find_run_dirs(paths)
+    found = find_run_dirs(paths)
     root = Path.cwd()
+    trained = {run_dir: run_command(run_dir) == "train" for run_dir in found}
+    run_dirs = [run_dir for run_dir in found if trained[run_dir]]  # evaluations are listed apart, not as runs
+    evaluations = [evaluation_row(run_dir, root) for run_dir in found if not trained[run_dir]]
     rows = [report_row(run_dir, root) for run_dir in run_dirs]
     for run_dir, row in zip(run_dirs, rows, strict=True):
         slug = row["run"].strip("/").replace("/", "__") or "run"
@@ -78,12 +88,18 @@ def write_report(paths: list[Path], out_dir: Path, console: Console | None = Non
         writer.writeheader()
         writer.writerows(rows)
     markdown = ["# Runs", "", markdown_table(shown, rows), ""]
+    if evaluations:
+        markdown += ["# Evaluations of checkpoints (minrnn eval; not counted as runs)", "",
+                     markdown_table(list(EVALUATION_COLUMNS), evaluations), ""]
     if figures:
         markdown += ["# The paper's figures for these tasks (as reported, not run here)", "",
                      markdown_table(figure_columns, figures), ""]
     (out_dir / REPORT_MARKDOWN).write_text("\n".join(markdown))
 
     print_table(console, f"{len(rows)} run(s)", [c for c in shown if c != "curves"], rows)
+    if evaluations:
+        print_table(console, f"{len(evaluations)} evaluation(s) of checkpoints (minrnn eval; not counted as runs)",
+                    list(EVALUATION_COLUMNS), evaluations)
     if figures:
         print_table(console, "the paper's figures (as reported)", figure_columns, figures)
     console.print(f"written: {out_dir / REPORT_MARKDOWN}, {out_dir / REPORT_CSV}, {out_dir / CURVES_DIR}/",

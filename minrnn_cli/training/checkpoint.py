@@ -132,9 +132,48 @@ def find_latest(root: Path, filename: str) -> Path | None:
     return candidates[0] if candidates else None
 
 
+ELSEWHERE = "point elsewhere with outputs_dir=DIR or MINRNN_OUTPUTS=DIR"  # where runs are looked up
+
+
+def resolve_checkpoint(checkpoint: str, outputs: Path) -> Path:
+    """The file `checkpoint=` names: `latest` (the newest checkpoints/best.pt under the outputs folder), a .pt
+    file, a run folder (its checkpoints/best.pt) or a run's name (a folder of <outputs>/runs, or <sweep>/<job>
+    of <outputs>/multirun). A run folder or a name that gives nothing is a one-line UserError saying where
+    it looked; a missing .pt file is load_checkpoint's to report."""
+    where = outputs.absolute()
+    if checkpoint == "latest":
+        found = find_latest(outputs, "best.pt")
+        if found is None:
+            raise UserError(f"checkpoint=latest but there is no checkpoints/best.pt under {where}; train one with "
+                            f"`minrnn train`, {ELSEWHERE}, or pass checkpoint=PATH")
+        return found.absolute()  # recorded in results.json: a path that holds from anywhere
+    given = Path(checkpoint).expanduser()
+    if given.is_dir():
+        return run_best_checkpoint(given, checkpoint)
+    if given.suffix == ".pt" or given.exists():
+        return given
+    for folder in (outputs / "runs" / checkpoint, outputs / "multirun" / checkpoint):
+        if folder.is_dir():
+            return run_best_checkpoint(folder, checkpoint)
+    raise UserError(f"checkpoint={checkpoint} is not a .pt file, a run folder or a run name (looked in {where}/runs "
+                    f"and {where}/multirun); give checkpoint=latest, a .pt file, a run folder or a run name, or "
+                    f"{ELSEWHERE}")
+
+
+def run_best_checkpoint(run_dir: Path, checkpoint: str) -> Path:
+    """A run folder's checkpoints/best.pt (one line when it has none)."""
+    best = run_dir.absolute() / "checkpoints" / "best.pt"
+    if best.is_file():
+        return best
+    last = best.with_name("last.pt")
+    advice = f"pass checkpoint={last} to use its last one" if last.is_file() else "it holds no checkpoint at all"
+    raise UserError(f"checkpoint={checkpoint}: the run folder {run_dir.absolute()} has no checkpoints/best.pt; "
+                    f"{advice}")
+
+
 # Keys a resumed run may set differently from the run it continues: where and how long it runs, how often it
 # reports, where it logs. Everything else must match for `trainer.resume=auto` to pick a run up.
-MAY_CHANGE_ON_RESUME = {"hydra": None, "logger": None,
+MAY_CHANGE_ON_RESUME = {"hydra": None, "logger": None, "outputs_dir": None,
                         "trainer": ("resume", "max_steps", "device", "eval_every", "log_every", "compile")}
 
 

@@ -23,7 +23,7 @@ from datetime import datetime
 from minrnn_cli.errors import UserError
 
 TORCHRUN_VARIABLE = "TORCHELASTIC_RUN_ID"  # set by torchrun in every worker
-RUNS_DIR = "outputs/runs"  # hydra.run.dir's folder in conf/hydra/default.yaml
+RUNS_DIR = "${minrnn.output_folder:train}"  # hydra.run.dir's folder in conf/hydra/default.yaml: <outputs>/runs
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S-%f"  # and its timestamp
 
 

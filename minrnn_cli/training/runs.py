@@ -15,12 +15,12 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from minrnn_cli.errors import UserError
+from minrnn_cli.paths import outputs_dir
 from minrnn_cli.runtime import apply_process_settings, process_settings
 from minrnn_cli.tracking.records import CHECKPOINTS_DIR, earlier_run, write_results
 from minrnn_cli.training.settings import check_generate_config, check_runtime, check_train_config
 
 log = logging.getLogger("minrnn")
-OUTPUTS_ROOT = Path("outputs")
 SAMPLE_TEMPERATURE = 0.8  # the closing sample of a text model's training run
 PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:+-]+")  # what a Hydra override value may hold unquoted
 TRAIN_ONLY_GROUPS = ("model", "task", "optim", "logger", "experiment")  # eval and generate read the checkpoint
@@ -40,14 +40,14 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict 
     apply_process_settings()
     replica = init_process_group()  # several ranks under torchrun or a multi-task submitit job
     try:
-        trained = train(cfg, run_dir, OUTPUTS_ROOT, replica, group)
+        trained = train(cfg, run_dir, outputs_dir(cfg.get("outputs_dir")), replica, group)
     except BaseException:
         shutdown(wait=False)
         raise
     shutdown()
     if not replica.is_main:
         return None  # rank 0 writes the results
-    results = {**trained.results, "process_settings": process_settings()}
+    results = {"command": "train", **trained.results, "process_settings": process_settings()}
     write_results(run_dir, results)  # the finished training's results, before anything optional runs
     console = Console()
     if cfg.task.get("sample_chars", 0):
@@ -67,7 +67,7 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict 
     print_summary(console, f"{cfg.model.name} on {cfg.task.name}", shown)
     console.print(f"run folder: {run_dir}", soft_wrap=True, markup=False, highlight=False)  # paths stay one line
     console.print("next:", highlight=False)
-    for command in next_commands(run_dir, "chars" in trained.task.vocabulary()):
+    for command in next_commands(run_dir, getattr(trained.task, "codec", None) is not None):
         console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
     return results
 
@@ -103,28 +103,15 @@ def closing_sample(trained, length: int, seed: int) -> str:
     """Text sampled from the trained model (which holds the best checkpoint's weights), starting a line."""
     from minrnn_cli.training.sampling import sample_text
 
-    chars = trained.task.vocabulary()["chars"]
-    return sample_text(trained.model, chars, "\n", length, temperature=SAMPLE_TEMPERATURE, top_k=None, seed=seed,
+    return sample_text(trained.model, trained.task.codec, "\n", length, temperature=SAMPLE_TEMPERATURE, top_k=None, seed=seed,
                        device=trained.device)
-
-
-def checkpoint_path(checkpoint: str) -> Path:
-    from minrnn_cli.training.checkpoint import find_latest
-
-    if checkpoint == "latest":
-        found = find_latest(OUTPUTS_ROOT, "best.pt")
-        if found is None:
-            raise UserError(f"checkpoint=latest but there is no checkpoints/best.pt under {OUTPUTS_ROOT.resolve()}; "
-                            "train one with `minrnn train` or pass checkpoint=PATH")
-        return found.absolute()  # recorded in results.json: a path that holds from anywhere
-    return Path(checkpoint).expanduser()
 
 
 def load_trained(cfg: DictConfig):
     """(model on its device, task, checkpoint payload, device, checkpoint path) for eval and generate."""
     from minrnn_cli.device import resolve_device
     from minrnn_cli.tasks import build_task
-    from minrnn_cli.training.checkpoint import load_checkpoint, load_model_state
+    from minrnn_cli.training.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
     from minrnn_cli.training.model_setup import build_task_model
 
     check_runtime(cfg.trainer)
@@ -134,7 +121,7 @@ def load_trained(cfg: DictConfig):
                         f"(checkpoint={cfg.checkpoint}); drop the {given[0]} override")
     apply_process_settings()
     device = resolve_device(cfg.trainer.device)
-    path = checkpoint_path(cfg.checkpoint)
+    path = resolve_checkpoint(str(cfg.checkpoint), outputs_dir(cfg.get("outputs_dir")))
     payload = load_checkpoint(path)
     trained = payload["config"]
     task = build_task(trained["task"])
@@ -152,8 +139,8 @@ def eval_run(cfg: DictConfig, run_dir: Path) -> None:
     model, task, payload, device, path = load_trained(cfg)
     metrics = evaluate(model, task, device, cfg.trainer.precision)
     trained = payload["config"]
-    results = {"checkpoint": str(path), "model": trained["model"]["name"], "task": trained["task"]["name"],
-               "params": count_params(model), "steps": payload["step"], **metrics}
+    results = {"command": "eval", "checkpoint": str(path), "model": trained["model"]["name"],
+               "task": trained["task"]["name"], "params": count_params(model), "steps": payload["step"], **metrics}
     write_results(run_dir, results)
     console = Console()
     console.print(f"checkpoint: {path}", soft_wrap=True, markup=False, highlight=False)  # a path stays one line
@@ -162,17 +149,19 @@ def eval_run(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def generate_run(cfg: DictConfig, run_dir: Path) -> None:
+    from minrnn_cli.tasks.corpus.tokenizers import codec_from_vocabulary
     from minrnn_cli.training.sampling import sample_text
 
     check_generate_config(cfg)
     model, task, payload, device, path = load_trained(cfg)
-    chars = payload.get("vocabulary", {}).get("chars")
-    if chars is not None and not (isinstance(chars, list) and all(isinstance(c, str) for c in chars)):
-        raise UserError(f"checkpoint {path} is damaged: its vocabulary's characters are not a list of text")
-    if not chars:
-        raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare)")
-    if cfg.top_k is not None and cfg.top_k > len(chars):
-        raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {len(chars)} tokens")
-    text = sample_text(model, chars, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device,
+    codec = codec_from_vocabulary(payload.get("vocabulary", {}), f"checkpoint {path}")
+    if codec is None:
+        raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare, text, "
+                        "enwik8, wikitext103)")
+    if cfg.top_k is not None and cfg.top_k > codec.vocab_size:
+        raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {codec.vocab_size} tokens")
+    print(f"seed={cfg.seed} (with the prompt, it fixes the sample: seed=N gives another one)", file=sys.stderr,
+          flush=True)
+    text = sample_text(model, codec, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device,
                        stream=sys.stdout)
     (run_dir / "sample.txt").write_text(text)
