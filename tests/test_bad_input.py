@@ -29,6 +29,7 @@ class Case:
     args: list[str]
     expected: list[str]  # fragments of the one error line: the bad value and what is allowed
     exit_code: int = 2
+    unset: tuple[str, ...] = ()  # environment variables the case runs without
 
 
 CASES = [
@@ -75,6 +76,16 @@ CASES = [
          ["task.batch_size=10000000000, task.seq_len=16", "more than the", "task.batch_size"]),
     Case("sequence-too-long-for-memory", ["train", *TINY, "task.seq_len=100000000000"],
          ["task.batch_size=4, task.seq_len=100000000000", "more than the"]),
+    # ---- train: careless values (a second pass) -----------------------------------------------------------
+    Case("infinite-learning-rate", ["train", *TINY, "optim.lr=inf"], ["optim.lr=inf is invalid", "> 0"]),
+    Case("eval-seed-not-an-integer", ["train", *TINY, "task.eval_seed=abc"],
+         ["task.eval_seed='abc' is invalid", "integer >= 0"]),
+    Case("triton-backend-where-triton-cannot-run", ["train", *TINY, "model.scan_backend=triton"],
+         ["model.scan_backend=triton", "model.scan_backend=auto or linear"], unset=("TRITON_INTERPRET",)),
+    Case("empty-run-dir", ["train", *TINY, "hydra.run.dir="], ["hydra.run.dir='' is empty", "leave it out"]),
+    Case("empty-sweep-dir", ["train", "-m", *TINY, "hydra.sweep.dir="], ["hydra.sweep.dir='' is empty"]),
+    Case("empty-wandb-project", ["train", *TINY, "logger=wandb", "logger.project="],
+         ["logger.project='' is invalid", "logger.project=minrnn"]),
     # ---- train: data ---------------------------------------------------------------------------------------
     Case("missing-data-path", ["train", *TEXT, "task.data_path={ws}/nope.txt"],
          ["nope.txt", "No such file", "UTF-8 text file"]),
@@ -133,6 +144,8 @@ CASES = [
          ["checkpoint=nope is not a .pt file, a run folder or a run name", "/outputs/runs and ", "outputs_dir=DIR"]),
     Case("eval-run-folder-without-checkpoint", ["eval", "checkpoint={ws}/a_folder", "trainer.device=cpu"],
          ["a_folder has no checkpoints/best.pt", "no checkpoint at all"]),
+    Case("eval-config-file-as-checkpoint", ["eval", "checkpoint={ws}/trained/.hydra/config.yaml", "trainer.device=cpu"],
+         ["config.yaml is not readable: damaged, truncated or not a PyTorch file (Weights only load failed);"]),
     Case("eval-unknown-key", ["eval", "foo=1"], ["unknown key 'foo'", "checkpoint"]),
     Case("eval-model-override", ["eval", "checkpoint={ckpt}", "+model=minlstm"],
          ["model=... is not taken here", "come from the checkpoint"]),
@@ -213,6 +226,8 @@ def test_mistake_gives_one_line_and_no_result(case, workspace, tmp_path, monkeyp
     if case.id == "cuda-without-cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(tmp_path)
+    for name in case.unset:
+        monkeypatch.delenv(name, raising=False)
     result = invoke([arg.format(**workspace) for arg in case.args])
     line = assert_one_line_error(result, case.exit_code)
     for fragment in case.expected:

@@ -21,6 +21,13 @@ def _refuse(kind: str, folder: Path, found: list[str]) -> None:
                     f"hydra.{kind}.dir=..., or leave it out for a fresh timestamped folder")
 
 
+def _require_named(kind: str, folder) -> None:
+    """An empty hydra.run.dir would write the run into the current folder, among whatever is there."""
+    if not str(folder).strip():
+        raise UserAbort(f"error: hydra.{kind}.dir={str(folder)!r} is empty; give a folder, or leave it out for a "
+                        "fresh timestamped one")
+
+
 class FreshOutputFolder(Callback):
     """Never write a run into a folder that already holds one. The default folders are timestamped to the
     microsecond, so two runs started in the same second get their own; this covers the rest (a reused
@@ -30,12 +37,14 @@ class FreshOutputFolder(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if int(os.environ.get("RANK", "0")) > 0:
             return  # torchrun: the other ranks share rank 0's folder by design
+        _require_named("run", config.hydra.run.dir)
         folder = Path(config.hydra.run.dir).absolute()
         found = earlier_run(folder)
         if found:
             _refuse("run", folder, found)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _require_named("sweep", config.hydra.sweep.dir)
         folder = Path(config.hydra.sweep.dir).absolute()
         found = sorted({name for job in folder.glob("*") if job.is_dir() for name in earlier_run(job)})
         if found:

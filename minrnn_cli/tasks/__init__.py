@@ -51,4 +51,8 @@ def build_task(task_cfg: Mapping[str, Any]):
         inspect.signature(task_class).bind(**entry.fixed, **options)
     except TypeError as error:  # a key the task does not take, or one its config lacks
         raise UserError(f"task {name}: {error}") from None
+    if "eval_seed" in options:  # every task that fixes its evaluation sets by a seed
+        from minrnn_cli.tasks.base import require_at_least
+
+        require_at_least("task.eval_seed", options["eval_seed"], 0)
     return task_class(**entry.fixed, **options)

@@ -88,6 +88,7 @@ def load_checkpoint(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = reason.split(". ")[0]  # torch's advice on weights_only=False is not for a file minrnn wrote
         raise UserError(f"checkpoint {path} is not readable: damaged, truncated or not a PyTorch file ({reason}); "
                         f"{WANTED}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

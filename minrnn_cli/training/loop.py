@@ -41,7 +41,7 @@ from minrnn_cli.training.distributed import (
     wrap_model,
 )
 from minrnn_cli.training.evaluation import evaluate, is_better
-from minrnn_cli.training.model_setup import build_task_model, check_fits_in_memory
+from minrnn_cli.training.model_setup import build_task_model, check_model_fits
 from minrnn_cli.training.numerics import gradient_norm, update_is_finite
 from minrnn_cli.training.optim import build_optimizer, build_scheduler
 from minrnn_cli.training.signals import FinalPhaseInterrupted, Interrupted, agreed_stop_signal, stop_signals
@@ -175,7 +175,7 @@ def set_up(cfg: DictConfig, run_dir: Path, replica: Replica) -> Run:
         log.setLevel(logging.WARNING)  # rank 0 speaks for the run
     device = replica_device(resolve_device(trainer.device), replica)
     torch.manual_seed(trainer.seed)
-    check_fits_in_memory(cfg.model, cfg.task, device)  # before the task's data and the model are allocated
+    check_model_fits(cfg.model, cfg.task, device)  # before the task's data and the model are allocated
     task = build_task(cfg.task)
     model = build_task_model(cfg.model, task).to(device)
     optimizer = build_optimizer(model, cfg.optim)

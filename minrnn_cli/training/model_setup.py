@@ -110,9 +110,30 @@ def available_memory(device) -> tuple[int, str] | None:
         return None
 
 
+def check_model_fits(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], device) -> None:
+    """Before anything is allocated: the model's options (the registry's table), its scan backend against the
+    device, and the estimated training memory against what `device` has free; a one-line UserError each."""
+    check_model_config(model_cfg)
+    check_scan_backend(model_cfg, device)
+    check_fits_in_memory(model_cfg, task_cfg, device)
+
+
+def check_scan_backend(model_cfg: Mapping[str, Any], device) -> None:
+    """`model.scan_backend=triton` only where Triton runs (CUDA; the CPU under TRITON_INTERPRET=1)."""
+    if model_cfg.get("scan_backend") != "triton":
+        return
+    from minrnn_cli.scans.triton_scan import runs_on, triton_importable
+
+    if not triton_importable():
+        raise UserError("model.scan_backend=triton needs the triton package (pip install triton); use "
+                        "model.scan_backend=auto or linear")
+    if not runs_on(device):
+        raise UserError(f"model.scan_backend=triton runs on CUDA (on the CPU only under TRITON_INTERPRET=1), and this "
+                        f"run is on {device}; use model.scan_backend=auto or linear")
+
+
 def check_fits_in_memory(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], device) -> None:
     """A one-line UserError when the estimated training memory exceeds what `device` has free."""
-    check_model_config(model_cfg)
     free = available_memory(device)
     if free is None:
         return

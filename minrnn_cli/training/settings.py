@@ -7,6 +7,8 @@ Each failed check is a one-line UserError naming the key, the bad value and what
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig
 
 from minrnn_cli.device import DEVICE_CHOICES, PRECISIONS
@@ -29,7 +31,8 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (inf and nan pass every `>` check they should fail)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _choice(key: str, value, choices: tuple[str, ...]) -> None:
@@ -80,6 +83,9 @@ def check_logger(logger: DictConfig) -> None:
     if logger.name == "wandb":
         _choice("logger.mode", logger.mode, WANDB_MODES)
         _choice("logger.on_error", logger.get("on_error", "offline"), WANDB_ON_ERROR)
+        project = logger.get("project", "minrnn")
+        _check(isinstance(project, str) and project.strip() != "", "logger.project", project,
+               "give a W&B project name, e.g. logger.project=minrnn")
         timeout = logger.get("init_timeout", 30)
         _check(_is_number(timeout) and timeout > 0, "logger.init_timeout", timeout, "it must be seconds > 0")
 
