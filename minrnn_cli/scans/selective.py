@@ -225,11 +225,7 @@ def _chunked_forward(u, delta, A, B, C, D, z, h0, chunk_len, batch_block, keep):
     starts = []
     for rows, blocks, b in batch_groups(batch, batch_block):
         ws = ChunkWorkspace(blocks, chunk_len, b, n, d, cd, u.device, widths, backward=False)
-        state = torch.empty(blocks, b, n, d, dtype=cd, device=u.device)
-        if h0 is None:
-            state.zero_()
-        else:
-            state.copy_(h0[rows].transpose(1, 2).view(blocks, b, n, d))
+        state = _block_states(h0, rows, blocks, b, n, d, cd, u.device)
         group_starts = []
         for t0 in range(0, length, chunk_len):
             steps = slice(t0, min(t0 + chunk_len, length))
@@ -270,11 +266,7 @@ def _chunked_backward(u, delta, A, B, C, D, z, starts, grad_y, grad_h_last, chun
     n_chunks = -(-length // chunk_len)
     for (rows, blocks, b), group_starts in zip(batch_groups(batch, batch_block), starts, strict=True):
         ws = ChunkWorkspace(blocks, chunk_len, b, n, d, cd, u.device, widths, backward=True)
-        gh = torch.empty(blocks, b, n, d, dtype=cd, device=u.device)
-        if grad_h_last is None:
-            gh.zero_()
-        else:
-            gh.copy_(grad_h_last[rows].transpose(1, 2).view(blocks, b, n, d))
+        gh = _block_states(grad_h_last, rows, blocks, b, n, d, cd, u.device)
         for c in reversed(range(n_chunks)):
             steps = slice(c * chunk_len, min((c + 1) * chunk_len, length))
             x = _load_chunk(ws, (u, delta, B, C, z), rows, steps)
@@ -333,6 +325,14 @@ class _SelectiveScan(torch.autograd.Function):
                               h0 is not None, softplus)
         return (*(None if g is None else g.to(t.dtype) for g, t in zip(grads, inputs, strict=True)), None, None,
                 None, None)
+
+
+def _block_states(states: Tensor | None, rows: slice, blocks: int, b: int, n: int, d: int, cd: torch.dtype,
+                  device: torch.device) -> Tensor:
+    """(blocks, b, N, D) states (or their gradients) of the batch rows `rows` from (B, D, N); None: zeros."""
+    if states is None:
+        return torch.zeros(blocks, b, n, d, dtype=cd, device=device)
+    return states[rows].transpose(1, 2).reshape(blocks, b, n, d).to(cd)
 
 
 def _load_chunk(ws: ChunkWorkspace, inputs, rows: slice, steps: slice) -> dict[str, Tensor]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from minrnn_cli.paths import cache_dir
 from minrnn_cli.scans.fused.layout import N_GATES, inner_width
 
 log = logging.getLogger("minrnn")
@@ -58,10 +59,7 @@ def available() -> bool:
 
 
 def _cache_dir() -> Path:
-    if os.environ.get("MINRNN_CACHE_DIR"):
-        return Path(os.environ["MINRNN_CACHE_DIR"]) / "kernels"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "minrnn" / "kernels"
+    return cache_dir("kernels")
 
 
 def _compiler() -> str | None:
@@ -246,6 +244,20 @@ def _rows_of(t: Tensor) -> tuple[Tensor, int]:
     return t, t.stride(1)
 
 
+def _scan_operands(u, delta, A, B, C, D, z) -> tuple:
+    """The scan's inputs as the kernels take them: float32 u, delta (contiguous), A, B and C at one row stride
+    (views into x_proj's output kept as they are), D, z (a view into in_proj's output) and its row stride."""
+    u, delta = u.float().contiguous(), delta.float().contiguous()
+    b_in, bc_stride = _rows_of(B)
+    c_in, c_stride = _rows_of(C)
+    if c_stride != bc_stride:
+        b_in, c_in = b_in.contiguous(), c_in.contiguous()
+        bc_stride = b_in.shape[2]
+    z_in, z_stride = (None, 0) if z is None else _rows_of(z)
+    skip = None if D is None else D.float().contiguous()
+    return u, delta, A.float().contiguous(), b_in, c_in, bc_stride, skip, z_in, z_stride
+
+
 def selective_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                       z: Tensor | None, h0: Tensor | None, chunk_len: int, keep: bool, softplus: bool
                       ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -254,15 +266,7 @@ def selective_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     With `softplus`, delta is its pre-activation and the kernel takes its softplus."""
     batch, length, d = u.shape
     n = A.shape[1]
-    u, delta = u.float().contiguous(), delta.float().contiguous()
-    b_in, bc_stride = _rows_of(B)
-    c_in, c_stride = _rows_of(C)
-    if c_stride != bc_stride:
-        b_in, c_in = b_in.contiguous(), c_in.contiguous()
-        bc_stride = n
-    z_in, z_stride = (None, 0) if z is None else _rows_of(z)
-    a = A.float().contiguous()
-    skip = None if D is None else D.float().contiguous()
+    u, delta, a, b_in, c_in, bc_stride, skip, z_in, z_stride = _scan_operands(u, delta, A, B, C, D, z)
     h0 = None if h0 is None else h0.float().contiguous()
     y = torch.empty(batch, length, d)
     h_last = torch.empty(batch, d, n)
@@ -284,17 +288,9 @@ def selective_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     its pre-activation and the gradient returned is the pre-activation's."""
     batch, length, d = u.shape
     n = A.shape[1]
-    u, delta = u.float().contiguous(), delta.float().contiguous()
-    b_in, bc_stride = _rows_of(B)
-    c_in, c_stride = _rows_of(C)
-    if c_stride != bc_stride:
-        b_in, c_in = b_in.contiguous(), c_in.contiguous()
-        bc_stride = n
-    z_in, z_stride = (None, 0) if z is None else _rows_of(z)
+    u, delta, a, b_in, c_in, bc_stride, skip, z_in, z_stride = _scan_operands(u, delta, A, B, C, D, z)
     if z is not None and grad_z is None:
         grad_z = torch.empty(batch, length, d)
-    a = A.float().contiguous()
-    skip = None if D is None else D.float().contiguous()
     grad_y = grad_y.float().contiguous()
     grad_h_last = None if grad_h_last is None else grad_h_last.float().contiguous()
     grad_u, grad_delta = torch.empty(batch, length, d), torch.empty(batch, length, d)

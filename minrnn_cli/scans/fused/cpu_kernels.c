@@ -197,6 +197,15 @@ ALWAYS_INLINE void load_lanes(float *restrict dst, const float *restrict src, i6
 
 static inline float silu_gate(float z) { return z * sigmoid(z); }
 
+/* This thread's place in a per-thread accumulator (0 without OpenMP). */
+static inline int thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* softplus(x) = max(x, 0) + log(1 + e), e = exp(-|x|) in (0, 1]: log(1 + e) = 2 atanh(s), s = e / (2 + e) <= 1/3,
  * by its series to s^13 (relative error < 1e-8). Matches torch's softplus (threshold 20) to float32 rounding. */
 static inline float softplus(float x) {
@@ -406,10 +415,7 @@ void selective_backward(const float *u, const float *delta, const float *A, cons
     memset(accum, 0, sizeof(float) * threads * (D * N + D));
 #pragma omp parallel num_threads(threads)
     {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
+        const int thread = thread_index();
         float *scratch = malloc(sizeof(float) * scratch_size);
         float *g = scratch, *g_a = g + blocks * block, *g_skip = g_a + blocks * block;
         float *hs = g_skip + blocks * LANES, *as = hs + (chunk_len + 1) * block;
@@ -481,23 +487,25 @@ ALWAYS_INLINE float conv_input(const float *restrict x, i64 x_stride, const floa
     return conv0 ? conv0[d * (k - 1) + (k - 1) + p] : 0.0f;
 }
 
+/* acc += coeff * (input p): a row of x as vectors, element by element for the inputs before the sequence. */
+ALWAYS_INLINE void add_times_input(float *restrict acc, const float *restrict coeff, const float *restrict x,
+                                   i64 x_stride, const float *restrict conv0, i64 p, i64 D, i64 k) {
+    if (p >= 0) {
+        const float *restrict xr = x + p * x_stride;
+#pragma omp simd
+        for (i64 d = 0; d < D; d++) acc[d] += coeff[d] * xr[d];
+    } else {
+        for (i64 d = 0; d < D; d++) acc[d] += coeff[d] * conv_input(x, x_stride, conv0, p, d, k);
+    }
+}
+
 /* c_t into acc (D floats): rows of x as vectors once all k inputs are in the sequence, element by element for the
  * first k - 1 steps (whose inputs come from conv0). */
 ALWAYS_INLINE void conv_row(const float *restrict x, i64 x_stride, const float *restrict conv0,
                             const float *restrict w, const float *restrict bias, float *restrict acc, i64 t, i64 D,
                             i64 k) {
     for (i64 d = 0; d < D; d++) acc[d] = bias[d];
-    for (i64 j = 0; j < k; j++) {
-        const i64 p = t - (k - 1) + j;
-        const float *restrict wj = w + j * D;
-        if (p >= 0) {
-            const float *restrict xr = x + p * x_stride;
-#pragma omp simd
-            for (i64 d = 0; d < D; d++) acc[d] += wj[d] * xr[d];
-        } else {
-            for (i64 d = 0; d < D; d++) acc[d] += wj[d] * conv_input(x, x_stride, conv0, p, d, k);
-        }
-    }
+    for (i64 j = 0; j < k; j++) add_times_input(acc, w + j * D, x, x_stride, conv0, t - (k - 1) + j, D, k);
 }
 
 void conv_silu_forward(const float *x, i64 x_stride, const float *conv0, const float *w, const float *bias, float *u,
@@ -524,10 +532,7 @@ void conv_silu_backward(const float *x, i64 x_stride, const float *conv0, const 
     memset(accum, 0, sizeof(float) * threads * (k * D + D));
 #pragma omp parallel num_threads(threads)
     {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
+        const int thread = thread_index();
         float *restrict g_w = accum + thread * (k * D + D), *restrict g_b = g_w + k * D;
         float *restrict c = malloc(sizeof(float) * D);
 #pragma omp for schedule(static)
@@ -543,17 +548,8 @@ void conv_silu_backward(const float *x, i64 x_stride, const float *conv0, const 
                     gt[d] *= sig * (1.0f + c[d] * (1.0f - sig));
                     g_b[d] += gt[d];
                 }
-                for (i64 j = 0; j < k; j++) {
-                    const i64 p = t - (k - 1) + j;
-                    float *restrict gw = g_w + j * D;
-                    if (p >= 0) {
-                        const float *restrict xr = xb + p * x_stride;
-#pragma omp simd
-                        for (i64 d = 0; d < D; d++) gw[d] += gt[d] * xr[d];
-                    } else {
-                        for (i64 d = 0; d < D; d++) gw[d] += gt[d] * conv_input(xb, x_stride, cb, p, d, k);
-                    }
-                }
+                for (i64 j = 0; j < k; j++) /* dL/dw_j += dL/dc_t x_{t - (k - 1) + j} */
+                    add_times_input(g_w + j * D, gt, xb, x_stride, cb, t - (k - 1) + j, D, k);
             }
             /* input p (from -(k - 1), conv0, to T - 1) feeds c_{p + (k - 1) - j} through tap j */
             for (i64 p = -(k - 1); p < T; p++) {
