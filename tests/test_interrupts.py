@@ -330,3 +330,12 @@ def test_an_interrupted_sweep_restarted_as_advised_gives_each_job_its_own_checkp
     assert read_results(second / "0")["resumed_from_step"] == 0  # job 0 had finished: trained again
     assert read_results(second / "1")["resumed_from_step"] == 2  # job 1 continued its own run
     assert load_checkpoint(second / "1" / "checkpoints" / "last.pt")["config"]["trainer"]["seed"] == 2
+
+
+def test_a_stop_while_logging_to_wandb_is_still_one_line(tmp_path):
+    """W&B's own `with run:` printed the stack trace of the run's one-line error before it."""
+    pytest.importorskip("wandb")
+    args = ["train", *TINY, "logger=wandb", "logger.mode=offline", "hydra.run.dir=run"]
+    result = run_signalled_at(EVALUATE, 1, signal.SIGTERM, args, tmp_path)
+    assert "stopped by SIGTERM at step 2" in only_line(result, 128 + signal.SIGTERM)
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

@@ -40,9 +40,13 @@ def wandb_run(cfg: DictConfig, run_dir: Path, name: str, group: str | None = Non
         settings=wandb.Settings(console="off", silent=True, init_timeout=float(logger.get("init_timeout", 30))),
     )
     run, fallback = _start(wandb, logger, options)
-    with run:
-        announce(run, fallback)
+    announce(run, fallback)
+    try:
         yield run
+    except BaseException:  # not `with run:`, whose exit prints the stack trace of a run's one-line error
+        run.finish(exit_code=1)
+        raise
+    run.finish()
 
 
 def _start(wandb, logger: DictConfig, options: dict) -> tuple[object, str | None]:
