@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from minrnn_cli.device import autocast, resolve_device
+from minrnn_cli.device import autocast, precision_shown, resolve_device, resolve_precision
 from minrnn_cli.errors import UserError
 from minrnn_cli.runtime import busy_machine, fewer_threads, load_average, usable_cores
 from minrnn_cli.tasks import build_task
@@ -64,6 +64,7 @@ class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: str = "fp32"  # trainer.precision with `auto` resolved for the device
     step: int = 0
     start_step: int = 0
     best: dict | None = None  # {"step", "value", "metrics"} of the best evaluation so far
@@ -180,7 +181,8 @@ def set_up(cfg: DictConfig, run_dir: Path, replica: Replica) -> Run:
     model = build_task_model(cfg.model, task).to(device)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, trainer.max_steps)
-    return Run(cfg, run_dir, replica, device, task, model, optimizer, scheduler)
+    return Run(cfg, run_dir, replica, device, task, model, optimizer, scheduler,
+               precision=resolve_precision(trainer.precision, device))
 
 
 def announce(run: Run) -> None:
@@ -195,7 +197,7 @@ def announce(run: Run) -> None:
     log.info(f"training {cfg.model.name} ({count_params(run.model):,} params) on {cfg.task.name} "
              f"({run.task.training_data()}{f', batch {batch}' if batch else ''}), {start} steps; "
              f"device {run.device}{ranks}, {threads} torch thread{'s' if threads != 1 else ''}, "
-             f"{trainer.precision}; run folder {run.run_dir}")
+             f"{precision_shown(trainer.precision, run.precision)}; run folder {run.run_dir}")
     busy = busy_machine(THREADS_REMEDY)
     if busy:
         log.warning(busy)
@@ -273,7 +275,7 @@ def train_step(run: Run, forward: nn.Module, window: Window) -> None:
     trainer = run.cfg.trainer
     generator = torch.Generator().manual_seed(batch_seed(trainer.seed, run.replica.rank, run.step))
     inputs, targets = (tensor.to(run.device) for tensor in run.task.train_batch(generator))
-    with autocast(run.device, trainer.precision):
+    with autocast(run.device, run.precision):
         outputs, _ = forward(inputs)
         loss, _, _ = run.task.score(outputs, targets)
     run.optimizer.zero_grad(set_to_none=True)
@@ -311,7 +313,7 @@ def log_window(run: Run, window: Window, metrics_log: MetricsLog, progress) -> N
 def evaluate_and_checkpoint(run: Run, metrics_log: MetricsLog) -> None:
     """Score every split, log it, save last.pt and, when `val` improved, best.pt."""
     task = run.task
-    eval_metrics = evaluate(run.model, task, run.device, run.cfg.trainer.precision)
+    eval_metrics = evaluate(run.model, task, run.device, run.precision)
     metrics_log.log(run.step, eval_metrics)
     log.info(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
     value = eval_metrics[f"val_{task.primary_metric}"]
@@ -369,10 +371,11 @@ def final_results(run: Run, wall_time: float) -> dict:
         "tokens_per_s": round(tokens / timed.seconds, 1) if timed.steps else None,
         "step_time_ms": round(timed.seconds / timed.steps * 1e3, 3) if timed.steps else None,
         "device": str(run.device),
+        "precision": run.precision,
         "world_size": run.replica.world_size,
         "best_step": run.best["step"],
         "skipped_steps": run.skipped_steps,
-        **evaluate(run.model, run.task, run.device, run.cfg.trainer.precision),
+        **evaluate(run.model, run.task, run.device, run.precision),
         "load_average_at_start": run.load_at_start,  # 1/5/15 minutes: other work on the machine slows a run
         "load_average_at_end": load_average(),
     }
