@@ -70,5 +70,6 @@ class CannotWrite(UserError):
 def cannot_write(path: str | Path, error: OSError, then: str = "", advice: str = "") -> CannotWrite:
     """One line: which file could not be written and why, what became of it (`then`) and what to do."""
     where = f" ({error.filename})" if error.filename and str(error.filename) != str(path) else ""
-    advice = advice or "free some space or write to another folder (hydra.run.dir=... or hydra.sweep.dir=...)"
+    advice = advice or ("free some space or write elsewhere (outputs_dir=DIR or MINRNN_OUTPUTS=DIR for every run, "
+                        "hydra.run.dir=DIR or hydra.sweep.dir=DIR for this one)")
     return CannotWrite(f"cannot write {path}: {WRITE_FAILURES[error.errno]}{where}{then}; {advice}")

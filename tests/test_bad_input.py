@@ -82,6 +82,8 @@ CASES = [
          ["task.eval_seed='abc' is invalid", "integer >= 0"]),
     Case("triton-backend-where-triton-cannot-run", ["train", *TINY, "model.scan_backend=triton"],
          ["model.scan_backend=triton", "model.scan_backend=auto or linear"], unset=("TRITON_INTERPRET",)),
+    Case("unquoted-home-path", ["train", *TINY, "trainer.resume=~/nope.pt"],
+         ["Hydra's overrides take '~' only inside quotes", "'trainer.resume=\"~/nope.pt\"'"]),
     Case("empty-run-dir", ["train", *TINY, "hydra.run.dir="], ["hydra.run.dir='' is empty", "leave it out"]),
     Case("empty-sweep-dir", ["train", "-m", *TINY, "hydra.sweep.dir="], ["hydra.sweep.dir='' is empty"]),
     Case("empty-wandb-project", ["train", *TINY, "logger=wandb", "logger.project="],
@@ -278,3 +280,14 @@ def test_no_traceback_reaches_stderr_of_the_real_command(args, tmp_path):
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.*"))
+
+
+def test_a_config_without_a_width_builds_with_the_default_one():
+    """`~model.d_model` leaves the width to the constructor's default: the checks across options (all about the
+    width) wait for the build instead of failing on the missing key (a KeyError traceback)."""
+    from minrnn_cli.models import build_lm
+    from minrnn_cli.training.model_setup import check_model_config
+
+    check_model_config({"name": "transformer", "n_heads": 3})
+    with pytest.raises(ValueError, match="n_heads=3 does not fit d_model=128"):
+        build_lm("transformer", 5, n_heads=3)

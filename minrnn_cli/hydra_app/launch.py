@@ -104,7 +104,25 @@ def describe_parse_error(override: str, error: Exception) -> str:
         key, _, value = override.partition("=")
         return (f"{override!r}: Hydra's overrides take non-ASCII characters only inside quotes; quote the value: "
                 f"'{key}=\"{value}\"' ({reason})")
+    key, _, value = override.partition("=")
+    if value and value[0] not in "[{'\"" and '"' not in value and _parses(f'{key}="{value}"'):
+        # a character Hydra's grammar keeps for itself (`~` of a home folder, `#`, `&`, ...)
+        kept = ", ".join(repr(char) for char in sorted({char for char in value
+                                                          if not char.isalnum() and not _parses(f"k=a{char}b")}))
+        return (f"{override!r}: Hydra's overrides take {kept} only inside quotes; quote the value: "
+                f"'{key}=\"{value}\"' ({reason})")
     return f"{override!r} is not a valid override ({reason}); check its brackets and quotes (lists: key=[a,b])"
+
+
+def _parses(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        OverridesParser.create().parse_overrides([override])
+    except OverrideParseException:
+        return False
+    return True
 
 
 def hydra_argv(tokens: list[str], multirun: bool, launch: Launch, scratch: Path | None) -> list[str]:

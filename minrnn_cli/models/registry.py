@@ -168,6 +168,8 @@ def check_options(name: str, options: Mapping[str, object], prefix: str = "", bl
         message = allowed[key].error(f"{prefix}{key}", value)
         if message:
             raise ValueError(message)
+    if "d_model" not in options:  # the relations are all about the width: checked when the model is built
+        return
     filled = {**_defaults(ResidualBlock), **_defaults(entry.mixer), **options}
     for relation in (*(BLOCK_RELATIONS if blocks else ()), *entry.relations):
         message = relation(filled, prefix)
