@@ -203,3 +203,12 @@ def test_an_unwritable_kernel_cache_costs_one_warning_and_no_files(tmp_path):
     warnings = error_lines(result.stderr)
     assert len(warnings) == 1 and "cannot be written" in warnings[0] and "MINRNN_CACHE_DIR" in warnings[0]
     assert not list((tmp_path / "tmp").iterdir())  # the temporary build is removed once loaded
+
+
+def test_bench_outputs_on_a_full_disk_are_one_line(tmp_path):
+    """bench.csv, .json and .md fit in 6 kB, bench.png does not: the line names the folder (a failed write()
+    carries no file name)."""
+    bench = ["bench", "models=[mingru]", "device=cpu", "seq_len=[8]", "batch_size=1", "d_model=8", "depth=1",
+             "repeats=1", "warmup=0", "min_repeats=1", "hydra.run.dir=bench"]
+    line = one_line(run_with_file_size_limit(bench, tmp_path, 6000))
+    assert f"cannot write a file in {tmp_path / 'bench'}" in line and "file-size limit" in line, line

@@ -151,7 +151,7 @@ def _fail(error: Exception, cfg):
     multirun = in_multirun()
     failure = write_failure(error)
     if failure is not None and not isinstance(error, UserError):  # a full disk or an unwritable folder
-        error = cannot_write(failure.filename or "a file", failure)
+        error = cannot_write(failure.filename or f"a file in {job_dir() or 'the output folder'}", failure)
     user_mistake = isinstance(error, (UserError, OmegaConfBaseException))  # OmegaConf: `${..}` to a missing key
     if not user_mistake and not multirun:
         raise error  # a bug: Hydra prints the stack trace
