@@ -195,8 +195,10 @@ for _command in COMMANDS:
 
 
 REPORT_EXAMPLE = "minrnn report outputs --out outputs/report"
-REPORT_HELP = ("Collect every results.json under PATHS into one table beside the paper's figures (rich, Markdown, "
-               f"CSV) and save each run's loss/accuracy curves as PNG.\n\nExample: {REPORT_EXAMPLE}")
+REPORT_HELP = ("Collect every results.json under PATHS and group the runs by config but for the seed: one table per "
+               "task, models as rows, mean ± std over seeds, the step and seconds each run first reached a target, "
+               "the paper's figure beside ours (rich, Markdown, CSV), and each task's validation curves against "
+               f"step and seconds as PNG.\n\nExample: {REPORT_EXAMPLE}")
 
 
 @app.command("report", cls=CommandWithChoices, help=as_help(REPORT_HELP))
@@ -204,13 +206,21 @@ def report(
     paths: list[Path] | None = typer.Argument(
         None, help="Run or multirun folders (default: the outputs folder, $MINRNN_OUTPUTS or ./outputs)."),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Where report.md/.csv and curves go (default: <outputs folder>/report)."),
+        None, "--out", "-o", help="Where report.md/.csv and the PNGs go (default: <outputs folder>/report)."),
+    target: list[str] | None = typer.Option(
+        None, "--target", "-t", metavar="METRIC=VALUE",
+        help="A target to report steps and seconds to, e.g. val_loss=1.6 or val_accuracy=0.95 (repeatable; "
+             "losses, bpc and bpb are reached at or below, accuracies and scores at or above); replaces the "
+             "per-task defaults."),
 ) -> None:
     from minrnn_cli.errors import cannot_write, write_failure
     from minrnn_cli.reporting.command import write_report
+    from minrnn_cli.reporting.groups import parse_target
 
+    out = out or outputs_dir() / "report"
     try:
-        write_report(paths or [outputs_dir()], out or outputs_dir() / "report")
+        targets = tuple(dict.fromkeys(parse_target(text) for text in target or ()))
+        write_report(paths or [outputs_dir()], out, targets)
     except UserError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(USER_ERROR_EXIT) from None

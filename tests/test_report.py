@@ -23,7 +23,7 @@ def test_report_collects_runs_and_sweeps_beside_the_paper(tmp_path, monkeypatch)
                                                  "val_accuracy": 0.6}]
     fake_run(tmp_path / "outputs/runs/a", "mingru", "selective_copying", 1, {"test_accuracy": 0.41}, metrics)
     fake_run(tmp_path / "outputs/multirun/s/0", "minlstm", "selective_copying", 3, {"test_accuracy": 0.9})
-    fake_run(tmp_path / "outputs/multirun/s/1", "mingru", "shakespeare", 3, {"test_loss": 1.6, "val_loss": 1.5})
+    fake_run(tmp_path / "outputs/multirun/s/1", "mingru", "shakespeare", 3, {"val_loss": 1.5, "val_bpc": 2.164})
     fake_run(tmp_path / "outputs/multirun/s/2", "mingru", "parity_check", 2,
              {"test_accuracy": 0.75, "test_scaled_accuracy": 0.5})
     fake_run(tmp_path / "outputs/multirun/s/3", "minlstm", "d4rl", 3,
@@ -36,15 +36,15 @@ def test_report_collects_runs_and_sweeps_beside_the_paper(tmp_path, monkeypatch)
     assert set(rows) == {"outputs/runs/a", *(f"outputs/multirun/s/{job}" for job in range(4))}
     assert (rows["outputs/runs/a"]["paper"], rows["outputs/runs/a"]["ours"]) == ("~0.37", "0.41")
     assert rows["outputs/multirun/s/0"]["paper"] == "0.960 ± 0.028"  # minLSTM, 3 layers
-    assert (rows["outputs/multirun/s/1"]["metric"], rows["outputs/multirun/s/1"]["paper"]) == ("test_loss", "1.548")
+    assert (rows["outputs/multirun/s/1"]["metric"], rows["outputs/multirun/s/1"]["paper"]) == ("val_loss", "1.548")
     assert rows["outputs/multirun/s/2"]["paper"] == "" and rows["outputs/multirun/s/2"]["test_scaled_accuracy"] == "0.5"
     assert (rows["outputs/multirun/s/3"]["metric"], rows["outputs/multirun/s/3"]["ours"]) == ("test_score", "42.5")
     assert rows["outputs/runs/a"]["seed"] == "7" and rows["outputs/runs/a"]["layers"] == "1"
 
     markdown = (tmp_path / "rep/report.md").read_text()
-    assert "| outputs/runs/a | mingru | selective_copying | 1 |" in markdown
+    assert "| outputs/runs/a | mingru | selective_copying | 1 |" in markdown  # every run, under the groups
     assert "Mamba (S6)" in markdown and "Mamba paper" in markdown  # the quoted baselines, for context
-    assert (tmp_path / "rep/curves/outputs__runs__a.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "rep/selective_copying.png").read_bytes()[:4] == b"\x89PNG"  # the task's curves
 
 
 def test_report_without_runs_is_a_one_line_error(tmp_path, monkeypatch):

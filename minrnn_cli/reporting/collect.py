@@ -107,8 +107,8 @@ def report_row(run_dir: Path, root: Path | None = None) -> dict:
         "wall_time_s": results.get("wall_time_s"),
         "metric": metric,
         "ours": results.get(metric) if metric else None,
-        "paper": figure.value if figure and figure.metric == metric else "",
-        "paper_note": figure.note if figure and figure.metric == metric else "",
+        "paper": figure.value if figure and figure.compared == metric else "",
+        "paper_note": figure.note if figure and figure.compared == metric else "",
     }
     if "test_scaled_accuracy" in results:
         row["test_scaled_accuracy"] = results["test_scaled_accuracy"]

@@ -1,47 +1,67 @@
-"""Loss and accuracy curves of one run from its metrics.jsonl, saved as a PNG (matplotlib, Agg)."""
+"""Each task's validation metric against step and against elapsed seconds, one line per group (the mean over its
+seeds, a band from min to max), saved as a PNG (matplotlib, Agg) whose bytes depend on the runs alone."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
-from minrnn_cli.tracking.records import METRICS_FILE, read_metrics
+from minrnn_cli.reporting.groups import Group, TrainedRun, is_number
 
-LOSS_KEYS = ("train_loss", "val_loss", "test_loss")
-ACCURACY_KEYS = ("val_accuracy", "test_accuracy", "val_scaled_accuracy", "test_scaled_accuracy")
-
-
-def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    points = [(record["step"], record[key]) for record in records if key in record]
-    return [step for step, _ in points], [value for _, value in points]
+CURVE_METRICS = ("val_score", "val_accuracy", "val_loss")  # the first one the task's runs log is drawn
 
 
-def save_curves(run_dir: Path, target: Path, title: str) -> Path | None:
-    """Writes target (PNG) and returns it, or None when the run has no metrics.jsonl or nothing to plot."""
-    if not (run_dir / METRICS_FILE).is_file():
-        return None
-    records = read_metrics(run_dir)
-    panels = [(label, keys) for label, keys in (("loss (nats)", LOSS_KEYS), ("accuracy", ACCURACY_KEYS))
-              if any(key in record for record in records for key in keys)]
-    if not panels:
-        return None
+def curve_metric(groups: list[Group]) -> str | None:
+    logged = {key for group in groups for run in group.runs for row in run.metrics for key in row}
+    return next((metric for metric in CURVE_METRICS if metric in logged), None)
+
+
+def _points(runs: list[TrainedRun], metric: str, x_key: str) -> list[tuple[float, float, float, float]]:
+    """(x, mean, min, max) at each step some run evaluated: x is the step, or the runs' mean elapsed_s there."""
+    by_step: dict[int, list[tuple[float, float]]] = {}
+    for run in runs:
+        for row in run.metrics:
+            if is_number(row.get(metric)) and is_number(row.get(x_key)):
+                by_step.setdefault(row["step"], []).append((row[x_key], row[metric]))
+    points = []
+    for step in sorted(by_step):
+        xs, values = zip(*by_step[step], strict=True)
+        points.append((statistics.fmean(xs), statistics.fmean(values), min(values), max(values)))
+    return points
+
+
+def save_task_curves(groups: list[Group], target: Path, title: str) -> tuple[Path | None, list[TrainedRun]]:
+    """Writes target (PNG) for one task's groups; returns it (None: nothing to draw) and the runs left out of
+    the time panel for want of elapsed_s."""
+    metric = curve_metric(groups)
+    if metric is None:
+        return None, []
+    untimed = [run for group in groups for run in group.runs if not run.timed]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for axis, (label, keys) in zip(axes[0], panels, strict=True):
-        for key in keys:
-            steps, values = _series(records, key)
-            if steps:
-                axis.plot(steps, values, marker="." if len(steps) < 50 else None, label=key)
-        axis.set_xlabel("step")
-        axis.set_ylabel(label)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), squeeze=False)
+    for axis, x_key, x_label in ((axes[0][0], "step", "step"), (axes[0][1], "elapsed_s", "elapsed seconds")):
+        for colour, group in enumerate(groups):  # a group keeps its colour in both panels
+            runs = group.runs if x_key == "step" else [run for run in group.runs if run.timed]
+            points = _points(runs, metric, x_key)
+            if not points:
+                continue
+            xs, means, lows, highs = (list(column) for column in zip(*points, strict=True))
+            axis.plot(xs, means, color=f"C{colour % 10}", marker="." if len(xs) < 50 else None,
+                      label=f"{group.label} (n={len(runs)})")
+            if len(runs) > 1:
+                axis.fill_between(xs, lows, highs, color=f"C{colour % 10}", alpha=0.2, linewidth=0)
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(title)
+        if axis.has_data():
+            axis.legend(fontsize="small")
+    figure.suptitle(f"{title}: {metric}, mean over seeds (band: min-max)")
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=100)
+    figure.savefig(target, dpi=100, metadata={"Software": None})  # no version or date: the same runs, the same bytes
     plt.close(figure)
-    return target
+    return target, untimed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from minrnn_cli.errors import cannot_write, write_failure
@@ -17,6 +18,13 @@ ERROR_FILE = "error.txt"
 CHECKPOINTS_DIR = "checkpoints"
 RUN_MARKERS = (".hydra", RESULTS_FILE, METRICS_FILE, CHECKPOINTS_DIR, ERROR_FILE)
 
+# Config keys that do not change what a run computes (None: the whole group): where it writes and logs, how it
+# is resumed, on which device, how often it reports, whether it is compiled. `minrnn report` groups runs by the
+# rest but for trainer.seed; a resumed run may change these and trainer.max_steps
+# (minrnn_cli.training.checkpoint.MAY_CHANGE_ON_RESUME). Here, not there: report runs without torch.
+RESULT_NEUTRAL_KEYS = {"hydra": None, "logger": None, "outputs_dir": None,
+                       "trainer": ("resume", "device", "eval_every", "log_every", "compile")}
+
 
 def earlier_run(folder: Path, ignore: tuple[str, ...] = ()) -> list[str]:
     """The names in `folder` that show a run was already written there (`ignore`: markers not to count)."""
@@ -24,20 +32,25 @@ def earlier_run(folder: Path, ignore: tuple[str, ...] = ()) -> list[str]:
 
 
 class MetricsLog:
-    """Appends `{"step": N, ...metrics}` lines to metrics.jsonl and forwards them to W&B when a run is open."""
+    """Appends `{"step": N, "elapsed_s": S, ...metrics}` lines to metrics.jsonl and forwards them to W&B when a
+    run is open. `elapsed` gives S: the wall-clock seconds since the run's first training step (start-up left
+    out, periodic evaluations counted, as a user waits them; a resumed run continues its checkpoint's count).
+    Files written before `elapsed_s` existed lack it: readers must take rows without it."""
 
-    def __init__(self, run_dir: Path, wandb_run=None):
+    def __init__(self, run_dir: Path, elapsed: Callable[[], float], wandb_run=None):
         self.path = run_dir / METRICS_FILE
+        self.elapsed = elapsed
         self.wandb_run = wandb_run
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, "elapsed_s": round(self.elapsed(), 3), **metrics}
         try:
             with self.path.open("a") as handle:
-                handle.write(json.dumps({"step": step, **metrics}) + "\n")
+                handle.write(json.dumps(row) + "\n")
         except OSError as error:  # a torn last line is skipped by read_metrics
             raise _cannot_write(self.path, error) from None
         if self.wandb_run is not None:
-            self.wandb_run.log(metrics, step=step)
+            self.wandb_run.log({key: value for key, value in row.items() if key != "step"}, step=step)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

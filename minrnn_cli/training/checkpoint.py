@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from minrnn_cli.errors import UserError, cannot_write, write_failure
+from minrnn_cli.tracking.records import RESULT_NEUTRAL_KEYS
 
 log = logging.getLogger("minrnn")
 
@@ -41,7 +42,8 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best: dict | None, config,
-                    vocabulary: dict) -> None:
+                    vocabulary: dict, elapsed_s: float = 0.0) -> None:
+    """`elapsed_s`: the run's training seconds so far, which a resumed run's metrics.jsonl continues from."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -49,6 +51,7 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best:
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "step": step,
+        "elapsed_s": elapsed_s,
         "best": best,
         "config": OmegaConf.to_container(config, resolve=True),
         "vocabulary": vocabulary,
@@ -174,8 +177,7 @@ def run_best_checkpoint(run_dir: Path, checkpoint: str) -> Path:
 
 # Keys a resumed run may set differently from the run it continues: where and how long it runs, how often it
 # reports, where it logs. Everything else must match for `trainer.resume=auto` to pick a run up.
-MAY_CHANGE_ON_RESUME = {"hydra": None, "logger": None, "outputs_dir": None,
-                        "trainer": ("resume", "max_steps", "device", "eval_every", "log_every", "compile")}
+MAY_CHANGE_ON_RESUME = {**RESULT_NEUTRAL_KEYS, "trainer": (*RESULT_NEUTRAL_KEYS["trainer"], "max_steps")}
 
 
 def resume_identity(config) -> dict:

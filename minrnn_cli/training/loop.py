@@ -72,10 +72,17 @@ class Run:
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient (trainer.on_nonfinite=skip)
     load_at_start: list[float] | None = None  # the 1/5/15-minute load averages before training
     throughput: Throughput = field(default_factory=lambda: Throughput())
+    elapsed_at_start: float = 0.0  # elapsed_s of the checkpoint a resumed run continues
+    clock_started: float = field(default_factory=time.perf_counter)  # restarted at the first training step
 
     @property
     def checkpoints(self) -> Path:
         return self.run_dir / "checkpoints"
+
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds since the run's first training step (start-up left out, evaluations counted),
+        across resumes: metrics.jsonl's `elapsed_s`."""
+        return self.elapsed_at_start + time.perf_counter() - self.clock_started
 
 
 @dataclass
@@ -147,9 +154,10 @@ def train(cfg: DictConfig, run_dir: Path, runs_root: Path, replica: Replica, gro
     with stop_signals() as stop, \
             (wandb_run(cfg, run_dir, run_dir.name, group) if replica.is_main else on_main()) as wandb, \
             (TrainingProgress(trainer.max_steps, run.start_step) if replica.is_main else on_main()) as progress:
-        metrics_log = MetricsLog(run_dir, wandb)
+        metrics_log = MetricsLog(run_dir, run.elapsed_s, wandb)
         window = Window(torch.zeros((), device=run.device))
         run.model.train()
+        run.clock_started = time.perf_counter()
         while run.step < trainer.max_steps:
             train_step(run, forward, window)
             last_step = run.step == trainer.max_steps
@@ -216,6 +224,7 @@ def resume(run: Run, runs_root: Path) -> None:
     run.scheduler.load_state_dict(payload["scheduler"])
     restore_rng_states(payload["rng"])
     run.start_step = run.step = payload["step"]
+    run.elapsed_at_start = payload.get("elapsed_s", 0.0)  # checkpoints written before elapsed_s: count from 0
     run.best = payload["best"]
     run.last_saved = f"{path} (step {run.step})"
     if run.replica.is_main:
@@ -329,7 +338,8 @@ def evaluate_and_checkpoint(run: Run, metrics_log: MetricsLog) -> None:
 def save(run: Run, name: str) -> None:
     if run.replica.is_main:
         save_checkpoint(run.checkpoints / name, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
-                        step=run.step, best=run.best, config=run.cfg, vocabulary=run.task.vocabulary())
+                        step=run.step, best=run.best, config=run.cfg, vocabulary=run.task.vocabulary(),
+                        elapsed_s=run.elapsed_s())
 
 
 def stop_if_signalled(run: Run, stop) -> None:
