@@ -176,6 +176,13 @@ CASES = [
     Case("bench-unknown-key", ["bench", "foo=1"], ["unknown key 'foo'", "seq_len"]),
     Case("bench-model-instead-of-models", ["bench", "model=minlstm"], ["bench takes models=[...]", "mingru, minlstm"]),
     Case("bench-group-it-lacks", ["bench", "trainer=gpu"], ["bench has no trainer group", "minrnn bench --help"]),
+    # ---- report --------------------------------------------------------------------------------------------
+    Case("report-target-without-value", ["report", "{ws}/trained", "--out", "rep", "--target", "val_loss"],
+         ["--target 'val_loss' is invalid", "METRIC=VALUE", "val_accuracy=0.95"]),
+    Case("report-target-of-unknown-direction", ["report", "{ws}/trained", "--out", "rep", "--target", "lr=0.1"],
+         ["'lr' is neither a loss", "an accuracy, score or return", "val_loss=1.6"]),
+    Case("report-target-not-a-number", ["report", "{ws}/trained", "--out", "rep", "--target", "val_loss=abc"],
+         ["--target 'val_loss=abc' is invalid", "'abc' is not a finite number"]),
     # ---- W&B -----------------------------------------------------------------------------------------------
     Case("wandb-online-without-login-stop", ["train", *TINY, "logger=wandb", "logger.mode=online",
                                              "logger.on_error=stop"], ["logger.mode=online", "no W&B login",
