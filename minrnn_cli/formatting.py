@@ -58,7 +58,7 @@ def kind_of(key: str):
         return time_value
     if "accuracy" in key:
         return accuracy
-    if "loss" in key or "bpc" in key:
+    if "loss" in key or "bpc" in key or "bpb" in key:
         return loss
     if "score" in key or "return" in key:
         return score
