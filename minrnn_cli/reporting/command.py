@@ -162,7 +162,8 @@ class TaskTable:
     def print(self, console: Console) -> None:
         columns = [Column(column, justify="left" if column in TEXT_COLUMNS else "right", key=column in self.keys)
                    for column in self.columns]
-        print_fitted(console, f"{self.task}: {len(self.groups)} group(s)", columns,
+        runs = sum(len(group.runs) for group in self.groups)
+        print_fitted(console, f"{self.task}: {runs} run(s) in {len(self.groups)} group(s)", columns,
                      [[row[column] for column in self.columns] for row in self.text])
         for note in self.notes:
             console.print(note, soft_wrap=True, highlight=False)
