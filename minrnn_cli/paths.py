@@ -38,6 +38,17 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"minrnn's config folder is missing (looked in {PACKAGE_DIR}/conf and ../conf)")
 
 
+CACHE_ENV = "MINRNN_CACHE_DIR"
+
+
+def cache_dir(kind: str) -> Path:
+    """minrnn's cache folder for `kind` ("kernels", "corpora"): $MINRNN_CACHE_DIR/<kind>, else
+    $XDG_CACHE_HOME/minrnn/<kind>, else ~/.cache/minrnn/<kind>."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser() / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minrnn" / kind
+
+
 def shakespeare_path() -> Path:
     """Tiny Shakespeare as shipped inside the package (no network needed)."""
     return PACKAGE_DIR / "data" / "tinyshakespeare.txt"

@@ -16,6 +16,9 @@ import pytest
 _HF_CACHE = tempfile.mkdtemp(prefix="minrnn-tests-hf-")
 os.environ["HF_DATASETS_CACHE"] = _HF_CACHE
 os.environ["HF_HUB_OFFLINE"] = "1"
+# minrnn's own cache (prepared corpora, compiled CPU kernels: built once per session) in a folder of the session
+_MINRNN_CACHE = tempfile.mkdtemp(prefix="minrnn-tests-cache-")
+os.environ["MINRNN_CACHE_DIR"] = _MINRNN_CACHE
 os.environ.pop("MINRNN_OUTPUTS", None)  # outputs/ of each test's own folder, whatever the shell has set
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
@@ -37,6 +40,7 @@ TINY_TRAINER = ["trainer.max_steps=6", "trainer.eval_every=3", "trainer.log_ever
 
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(_HF_CACHE, ignore_errors=True)
+    shutil.rmtree(_MINRNN_CACHE, ignore_errors=True)
 
 
 @contextlib.contextmanager

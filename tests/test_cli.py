@@ -163,7 +163,7 @@ def test_every_experiment_composes_and_passes_the_checks(experiment):
     cfg = compose("train", [f"experiment={experiment}"])
     OmegaConf.to_container(cfg, resolve=True)
     check_train_config(cfg)
-    assert build_task_model(cfg.model, SimpleNamespace(head=TokenHead(cfg.task.get("vocab_size", 65)))) is not None
+    assert build_task_model(cfg.model, SimpleNamespace(head=TokenHead(cfg.task.get("vocab_size") or 65))) is not None
 
 
 def test_paper_experiments_hold_the_paper_settings():
@@ -232,7 +232,7 @@ def test_cuda_device_without_cuda_is_one_line(tmp_path):
 
 def test_missing_data_file_names_the_path(tmp_path):
     missing = tmp_path / "no_such_text.txt"
-    result = run_minrnn(tmp_path, "train", *TINY_SHAKESPEARE, *TINY_TRAINER, f"task.data_path={missing}")
+    result = run_minrnn(tmp_path, "train", *TINY_SHAKESPEARE, *TINY_TRAINER, f"task.data_files={missing}")
     assert_one_line_error(result, str(missing))
 
 

@@ -98,6 +98,7 @@ def text_run(tmp_path_factory) -> tuple[str, Path, Path]:
     folder, the working folder)."""
     cwd = tmp_path_factory.mktemp("console") / "my runs"
     cwd.mkdir()
+    minrnn(cwd, "prepare", "task=shakespeare")  # the corpus in the cache, as after a first run
     stdout = minrnn(cwd, "train", *TINY_SHAKESPEARE, *TINY_TRAINER, load=BUSY)
     return stdout, Path(after(stdout, "run folder: ")), cwd
 

@@ -18,6 +18,7 @@ TINY = {
     "train": [*TINY_SHAKESPEARE, *TINY_TRAINER, "trainer.max_steps=4"],
     "eval": ["trainer.device=cpu"],
     "generate": ["trainer.device=cpu", "max_new_tokens=20"],
+    "prepare": [],
     "config": [],
     "bench": ["seq_len=[8]", "batch_size=2", "d_model=8", "threads=1", "device=cpu", "inference=false",
               "memory=false", "plot=false", "repeats=1", "min_repeats=1", "warmup=0"],
@@ -46,7 +47,7 @@ def example_commands() -> list[list[str]]:
 
 def test_every_readme_command_runs_from_another_folder(tmp_path):
     commands = example_commands()
-    assert {command[1] for command in commands} == set(TINY)  # train, eval, generate, config, bench, report
+    assert {command[1] for command in commands} == set(TINY)  # train, eval, generate, prepare, config, bench, report
     for command in commands:
         name = command[1]
         if any("<run>" in word for word in command):

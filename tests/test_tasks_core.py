@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_task
@@ -15,7 +16,6 @@ from minrnn_cli.errors import UserError
 from minrnn_cli.paths import shakespeare_path
 from minrnn_cli.tasks import build_task
 from minrnn_cli.tasks.selective_copying import QUERY_TOKEN, make_batch
-from minrnn_cli.tasks.shakespeare import decode, read_text
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +23,22 @@ def shakespeare():
     return make_task("shakespeare", seq_len=32, batch_size=8, eval_batches=3)
 
 
-# ---- Tiny Shakespeare -----------------------------------------------------------------------------------
+def decode(ids, task) -> str:
+    return task.codec.decode(np.asarray(ids).tolist())
+
+
+# ---- Tiny Shakespeare (task=text's preset; tests/test_text_task.py has the corpus machinery) ------------------
 
 def test_shakespeare_vocabulary_and_split_are_nanogpts(shakespeare):
     text = shakespeare_path().read_text(encoding="utf-8")
-    assert shakespeare.vocab_size == 65 and shakespeare.chars == sorted(set(text))
+    assert shakespeare.vocab_size == 65 and shakespeare.codec.chars == sorted(set(text))
     assert (len(shakespeare.data["train"]), len(shakespeare.data["val"])) == (1_003_854, 111_540)
-    joined = decode(shakespeare.data["train"].tolist(), shakespeare.chars)
+    joined = decode(shakespeare.data["train"], shakespeare)
     assert joined == text[: len(joined)]  # the first 90%, newlines kept
-    assert decode(shakespeare.data["val"].tolist(), shakespeare.chars) == text[len(joined):]
+    assert decode(shakespeare.data["val"], shakespeare) == text[len(joined):]
 
 
 def test_shakespeare_loads_through_hf_datasets_into_its_cache(shakespeare):
-    assert read_text(shakespeare_path()) == shakespeare_path().read_text(encoding="utf-8")
     cache = Path(os.environ["HF_DATASETS_CACHE"])
     assert list(cache.rglob("*.arrow")), "the text builder left no Arrow cache"
 
@@ -44,9 +47,9 @@ def test_shakespeare_batches_are_contiguous_blocks_shifted_by_one(shakespeare):
     inputs, targets = shakespeare.train_batch(torch.Generator().manual_seed(0))
     assert inputs.shape == targets.shape == (8, 32) and inputs.dtype == torch.long
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
-    train_text = decode(shakespeare.data["train"].tolist(), shakespeare.chars)
+    train_text = decode(shakespeare.data["train"], shakespeare)
     for row_in, row_out in zip(inputs, targets, strict=True):
-        block = decode(row_in.tolist(), shakespeare.chars) + shakespeare.chars[row_out[-1]]
+        block = decode(row_in, shakespeare) + shakespeare.codec.chars[row_out[-1]]
         assert block in train_text
 
 
@@ -55,12 +58,14 @@ def test_shakespeare_eval_set_is_fixed_and_from_the_validation_split(shakespeare
     again = make_task("shakespeare", seq_len=32, batch_size=8, eval_batches=3).eval_set("val")
     assert len(first) == 3
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
-    val_text = decode(shakespeare.data["val"].tolist(), shakespeare.chars)
-    assert decode(first[0][0][0].tolist(), shakespeare.chars) in val_text
+    val_text = decode(shakespeare.data["val"], shakespeare)
+    assert decode(first[0][0][0], shakespeare) in val_text
 
 
 def test_shakespeare_metrics_are_nats_and_bits_per_char(shakespeare):
-    assert shakespeare.metrics(1.5, 0.3) == {"loss": 1.5, "bpc": pytest.approx(1.5 / math.log(2))}
+    metrics = shakespeare.split_metrics("val", 1.5)
+    assert metrics["loss"] == 1.5 and metrics["bpc"] == pytest.approx(1.5 / math.log(2))
+    assert metrics["bpb"] == pytest.approx(metrics["bpc"])  # Tiny Shakespeare is ASCII: a character is a byte
     uniform = torch.zeros(2, 4, 65)
     loss, _, counted = shakespeare.score(uniform, torch.zeros(2, 4, dtype=torch.long))
     assert loss.item() == pytest.approx(math.log(65)) and counted == 8
@@ -69,9 +74,10 @@ def test_shakespeare_metrics_are_nats_and_bits_per_char(shakespeare):
 def test_own_text_file_and_a_changed_file_is_read_again(tmp_path):
     path = tmp_path / "mine.txt"
     path.write_text("abcab\n" * 50)
-    assert make_task("shakespeare", seq_len=8, batch_size=2, data_path=str(path)).chars == ["\n", "a", "b", "c"]
-    path.write_text("xyzzy!\n" * 60)  # a stale HF datasets cache would return the old text
-    assert make_task("shakespeare", seq_len=8, batch_size=2, data_path=str(path)).chars == ["\n", "!", "x", "y", "z"]
+    assert make_task("shakespeare", seq_len=8, batch_size=2, data_files=str(path)).codec.chars == ["\n", "a", "b", "c"]
+    path.write_text("xyzzy!\n" * 60)  # a stale cache would return the old text
+    assert make_task("shakespeare", seq_len=8, batch_size=2, data_files=str(path)).codec.chars == \
+        ["\n", "!", "x", "y", "z"]
 
 
 @pytest.mark.parametrize(("setup", "needle"), [
@@ -86,7 +92,7 @@ def test_unusable_text_files_are_one_line_user_errors(tmp_path, setup, needle):
     elif setup == "short":
         path.write_text("tiny text")
     with pytest.raises(UserError, match=needle) as raised:
-        make_task("shakespeare", seq_len=32, batch_size=2, data_path=str(path))
+        make_task("shakespeare", seq_len=32, batch_size=2, data_files=str(path))
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
 
 

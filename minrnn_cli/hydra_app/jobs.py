@@ -1,4 +1,4 @@
-"""The Hydra task functions behind `minrnn train`, `eval`, `generate`, `config` and `bench`.
+"""The Hydra task functions behind `minrnn train`, `eval`, `generate`, `prepare`, `config` and `bench`.
 
 Each is a module-level function of the installed package (joblib and submitit launchers pickle them): it
 takes the composed config, finds its job folder and hands both to the Hydra-free code that does the work.
@@ -38,6 +38,15 @@ def generate_job(cfg: DictConfig) -> None:
 
 def show_config(cfg: DictConfig) -> None:
     """`minrnn config`: print the composed config as YAML and run nothing."""
+def prepare_job(cfg: DictConfig) -> None:
+    """`minrnn prepare`: the task's corpus tokenised into the cache, and a summary of it."""
+    from minrnn_cli.tasks.text import prepare_job as prepare
+    from minrnn_cli.tracking.tables import print_summary
+
+    summary = prepare(OmegaConf.to_container(cfg.task, resolve=True))
+    print_summary(Console(), f"corpus of task {cfg.task.name}", summary)
+
+
     yaml = OmegaConf.to_yaml(cfg, resolve=False)
     Console().print(Syntax(yaml, "yaml", theme="ansi_dark", background_color="default"))
 

@@ -19,14 +19,18 @@ from minrnn_cli.errors import UserError
 class TaskEntry:
     factory: str  # "module:Class" of a tasks.base.Task subclass
     fixed: dict[str, Any] = field(default_factory=dict)  # arguments the row fixes (a Chomsky task's problem)
-    needs_data: bool = False  # task.data_path must name files the user supplies (nothing is downloaded)
+    needs_data: bool = False  # the data are files the user supplies (nothing is downloaded)
 
 
 CHOMSKY_TASKS = ("parity_check", "even_pairs", "cycle_nav", "bucket_sort", "majority", "majority_count",
                  "missing_duplicate")
 
+TEXT_TASKS = ("shakespeare", "text", "enwik8", "wikitext103")  # language modelling: one task, its presets
+CORPUS_PRESETS = ("enwik8", "wikitext103")  # their corpus is the user's (a file, or the local HF cache)
+
 TASKS: dict[str, TaskEntry] = {
-    "shakespeare": TaskEntry("minrnn_cli.tasks.shakespeare:Shakespeare"),
+    **{name: TaskEntry("minrnn_cli.tasks.text:TextTask", {"name": name}, needs_data=name in CORPUS_PRESETS)
+       for name in TEXT_TASKS},
     "selective_copying": TaskEntry("minrnn_cli.tasks.selective_copying:SelectiveCopying"),
     **{name: TaskEntry("minrnn_cli.tasks.chomsky:ChomskyTask", {"name": name}) for name in CHOMSKY_TASKS},
     "listops": TaskEntry("minrnn_cli.tasks.listops:ListOps"),
@@ -45,6 +49,10 @@ def build_task(task_cfg: Mapping[str, Any]):
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     entry = TASKS[name]
+    if name == "shakespeare" and "data_path" in options:  # a checkpoint from before task=text
+        from minrnn_cli.tasks.text import upgrade_shakespeare
+
+        options = upgrade_shakespeare(options)
     module_name, _, class_name = entry.factory.partition(":")
     task_class = getattr(importlib.import_module(module_name), class_name)
     try:

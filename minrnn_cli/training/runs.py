@@ -67,7 +67,7 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict 
     print_summary(console, f"{cfg.model.name} on {cfg.task.name}", shown)
     console.print(f"run folder: {run_dir}", soft_wrap=True, markup=False, highlight=False)  # paths stay one line
     console.print("next:", highlight=False)
-    for command in next_commands(run_dir, "chars" in trained.task.vocabulary()):
+    for command in next_commands(run_dir, getattr(trained.task, "codec", None) is not None):
         console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
     return results
 
@@ -103,9 +103,8 @@ def closing_sample(trained, length: int, seed: int) -> str:
     """Text sampled from the trained model (which holds the best checkpoint's weights), starting a line."""
     from minrnn_cli.training.sampling import sample_text
 
-    chars = trained.task.vocabulary()["chars"]
-    return sample_text(trained.model, chars, "\n", length, temperature=SAMPLE_TEMPERATURE, top_k=None, seed=seed,
-                       device=trained.device)
+    return sample_text(trained.model, trained.task.codec, "\n", length, temperature=SAMPLE_TEMPERATURE, top_k=None,
+                       seed=seed, device=trained.device)
 
 
 def load_trained(cfg: DictConfig):
@@ -154,15 +153,15 @@ def generate_run(cfg: DictConfig, run_dir: Path) -> None:
 
     check_generate_config(cfg)
     model, task, payload, device, path = load_trained(cfg)
-    chars = payload.get("vocabulary", {}).get("chars")
-    if chars is not None and not (isinstance(chars, list) and all(isinstance(c, str) for c in chars)):
-        raise UserError(f"checkpoint {path} is damaged: its vocabulary's characters are not a list of text")
-    if not chars:
-        raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare)")
-    if cfg.top_k is not None and cfg.top_k > len(chars):
-        raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {len(chars)} tokens")
+    codec = codec_from_vocabulary(payload.get("vocabulary", {}), f"checkpoint {path}")
+    if codec is None:
+        raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare, text, "
+                        "enwik8, wikitext103)")
+    if cfg.top_k is not None and cfg.top_k > codec.vocab_size:
+        raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {codec.vocab_size} tokens")
+    from minrnn_cli.tasks.corpus.tokenizers import codec_from_vocabulary
     print(f"seed={cfg.seed} (with the prompt, it fixes the sample: seed=N gives another one)", file=sys.stderr,
           flush=True)
-    text = sample_text(model, chars, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device,
+    text = sample_text(model, codec, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device,
                        stream=sys.stdout)
     (run_dir / "sample.txt").write_text(text)

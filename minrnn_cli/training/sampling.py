@@ -16,31 +16,35 @@ def sampler_seed(seed: int, prompt: str) -> int:
     return (seed ^ zlib.crc32(prompt.encode("utf-8"))) % 2**32  # a CPU generator keeps 32 bits of its seed
 
 
-def sample_text(model, chars: list[str], prompt: str, max_new_tokens: int, temperature: float,
+def sample_text(model, codec, prompt: str, max_new_tokens: int, temperature: float,
                 top_k: int | None, seed: int, device: torch.device, stream=None) -> str:
-    """The prompt and `max_new_tokens` sampled characters, drawn with sampler_seed(seed, prompt). `stream`: a
-    text file the prompt and then each character are written to as they come (flushed), so a long sample is
-    visibly working and an interrupted one keeps what was shown."""
-    index = {char: i for i, char in enumerate(chars)}
-    unknown = sorted({char for char in prompt if char not in index})
-    if unknown:
-        raise UserError(f"prompt has characters outside the model's vocabulary: {''.join(unknown)!r}")
+    """The prompt and `max_new_tokens` sampled tokens as text (`codec`: the model's tokenizer, from
+    tasks.corpus.tokenizers), drawn with sampler_seed(seed, prompt). `stream`: a text file the prompt and then
+    the text of each token are written to as they come (flushed), so a long sample is visibly working and an
+    interrupted one keeps what was shown; a token that ends inside a character (bytes, byte-level BPE) waits
+    for the rest of it."""
     if not prompt:
         raise UserError("prompt is empty: give at least one character, e.g. prompt='ROMEO:'")
-    idx = torch.tensor([[index[char] for char in prompt]], device=device)
+    ids = codec.encode(prompt, what="prompt")
+    idx = torch.tensor([ids.tolist()], device=device)
     generator = torch.Generator(device=device).manual_seed(sampler_seed(seed, prompt))
     model.eval()
     on_token = None
     if stream is not None:
         stream.write(prompt)
+        drawn, shown = [], {"text": ""}
 
         def on_token(token: torch.Tensor) -> None:
-            stream.write(chars[int(token[0])])
-            stream.flush()
+            drawn.append(int(token[0]))
+            text = codec.decode(drawn)
+            if not text.endswith("\ufffd"):
+                stream.write(text[len(shown["text"]):])
+                stream.flush()
+                shown["text"] = text
 
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator,
                          on_token=on_token)
     if stream is not None:
         stream.write("\n")
         stream.flush()
-    return "".join(chars[i] for i in out[0].tolist())
+    return prompt + codec.decode(out[0, len(ids):].tolist())
