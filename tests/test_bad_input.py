@@ -86,6 +86,8 @@ CASES = [
          ["Hydra's overrides take '~' only inside quotes", "'trainer.resume=\"~/nope.pt\"'"]),
     Case("empty-run-dir", ["train", *TINY, "hydra.run.dir="], ["hydra.run.dir='' is empty", "leave it out"]),
     Case("empty-sweep-dir", ["train", "-m", *TINY, "hydra.sweep.dir="], ["hydra.sweep.dir='' is empty"]),
+    Case("sweep-folder-of-other-overrides", ["train", "-m", *TINY, "trainer.seed=1,2", "hydra.sweep.dir={ws}/sweep"],
+         ["sweep folder", "holds a sweep of other overrides (trainer.seed=1)", "new hydra.sweep.dir=..."]),
     Case("empty-wandb-project", ["train", *TINY, "logger=wandb", "logger.project="],
          ["logger.project='' is invalid", "logger.project=minrnn"]),
     # ---- train: data ---------------------------------------------------------------------------------------
@@ -224,6 +226,9 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     episode = {"observations": np.zeros((4, 11)), "actions": np.zeros((4, 3)), "rewards": np.zeros(4)}
     (ws / "hopper.pkl").write_bytes(pickle.dumps([episode]))
     torch.save({"weights": torch.zeros(2)}, ws / "foreign.pt")
+    (ws / "sweep" / "0").mkdir(parents=True)  # a sweep of trainer.seed=1 alone, finished
+    (ws / "sweep" / "0" / "results.json").write_text("{}\n")
+    (ws / "sweep" / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [trainer.seed=1]\n")
     result = invoke(["train", *TINY, f"hydra.run.dir={ws / 'trained'}"])
     assert result.exit_code == 0, result.stdout + result.stderr
     ckpt = ws / "trained" / "checkpoints" / "last.pt"

@@ -218,13 +218,15 @@ def test_resume_auto_finds_each_sweep_jobs_own_unfinished_run(tmp_path, caplog):
     assert "skipped" in warned and "config.yaml is damaged" in warned and "is not readable" in warned
 
 
-def test_an_interrupted_sweep_job_advises_resume_auto_not_a_checkpoint_path():
-    from minrnn_cli.training.signals import Interrupted
+def test_an_interrupted_sweep_job_advises_starting_the_sweep_again_not_a_checkpoint_path():
+    from minrnn_cli.training.signals import FinalPhaseInterrupted, Interrupted
 
-    stopped = Interrupted(signal.SIGINT, 3, Path("outputs/multirun/s/0/checkpoints/last.pt"))
-    assert "trainer.resume=outputs/multirun/s/0/checkpoints/last.pt" in str(stopped)  # a single run
-    advice = stopped.sweep_advice()
-    assert "trainer.resume=auto" in advice and "trainer.resume=outputs" not in advice
+    last = Path("outputs/multirun/s/0/checkpoints/last.pt")
+    for stopped in (Interrupted(signal.SIGINT, 3, last), FinalPhaseInterrupted(signal.SIGINT, 4, last)):
+        assert f"trainer.resume={last}" in str(stopped)  # a single run
+        advice = stopped.sweep_advice("the same command plus hydra.sweep.dir=/s")
+        assert "with the same command plus hydra.sweep.dir=/s (finished jobs are kept" in advice, advice
+        assert "trainer.resume" not in advice
 
 
 def test_sigterm_in_the_final_evaluation_stops_at_once_and_resume_finishes_the_run(tmp_path, monkeypatch):
@@ -313,24 +315,47 @@ def test_a_stop_during_the_closing_sample_keeps_the_results(signum, tmp_path):
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
 
 
-def test_an_interrupted_sweep_restarted_as_advised_gives_each_job_its_own_checkpoint(tmp_path):
-    """Job 0 (seed 1) finishes, job 1 (seed 2) is stopped at step 2. The advised restart (trainer.resume=auto)
-    trains job 0 again from scratch and continues job 1 from its own step-2 checkpoint, never job 1's for both."""
+def test_an_interrupted_sweep_started_again_as_advised_keeps_finished_jobs_and_continues_the_stopped_one(tmp_path):
+    """Job 0 (seed 1) finishes, job 1 (seed 2) is stopped at step 2. The advised restart (the same command in the
+    same sweep folder) keeps job 0 byte for byte without training it, and continues job 1 from its own step-2
+    checkpoint in its own folder; a third start keeps both."""
     sweep = ["train", "-m", *TINY, "trainer.seed=1,2"]
     result = run_signalled_at(EVALUATE, 4, signal.SIGTERM, sweep, tmp_path)  # job 1's first evaluation
     line = only_line(result, 128 + signal.SIGTERM)
-    assert "trainer.resume=auto" in line and "trainer.resume=/" not in line, line
-    (first,) = (tmp_path / "outputs" / "multirun").iterdir()
-    assert (first / "0" / "results.json").is_file() and not (first / "1" / "results.json").exists()
-    interrupted = load_checkpoint(first / "1" / "checkpoints" / "last.pt")
-    assert interrupted["step"] == 2 and interrupted["config"]["trainer"]["seed"] == 2
+    (folder,) = (tmp_path / "outputs" / "multirun").iterdir()
+    rerun = f"hydra.sweep.dir={folder}"
+    assert f"continue the sweep with the same command plus {rerun} (finished" in line, line
+    assert "trainer.resume" not in line
+    kept = {name: (folder / "0" / name).read_bytes() for name in ("results.json", "metrics.jsonl")}
+    assert not (folder / "1" / "results.json").exists()
+    assert load_checkpoint(folder / "1" / "checkpoints" / "last.pt")["step"] == 2
 
-    restarted = run_signalled_at(EVALUATE, 0, signal.SIGTERM, [*sweep, "trainer.resume=auto"], tmp_path)
+    restarted = run_signalled_at(EVALUATE, 0, signal.SIGTERM, [*sweep, rerun], tmp_path)
     assert restarted.returncode == 0, restarted.stderr[-2000:]
-    (second,) = [path for path in (tmp_path / "outputs" / "multirun").iterdir() if path != first]
-    assert read_results(second / "0")["resumed_from_step"] == 0  # job 0 had finished: trained again
-    assert read_results(second / "1")["resumed_from_step"] == 2  # job 1 continued its own run
-    assert load_checkpoint(second / "1" / "checkpoints" / "last.pt")["config"]["trainer"]["seed"] == 2
+    assert list((tmp_path / "outputs" / "multirun").iterdir()) == [folder]
+    assert {name: (folder / "0" / name).read_bytes() for name in kept} == kept  # job 0 kept, not trained again
+    logged = restarted.stdout + restarted.stderr
+    assert f"kept: {folder / '0'} finished this job earlier (4 steps); not trained again" in logged, logged[-2000:]
+    results = read_results(folder / "1")
+    assert results["resumed_from_step"] == 2 and results["steps"] == 4  # job 1 continued its own run
+    assert not (folder / "1" / "error.txt").exists()
+    steps = [row["step"] for row in read_metrics(folder / "1") if "train_loss" in row]
+    assert steps == [1, 2, 3, 4]  # every step once, the earlier start's included
+    summary = (folder / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and all(",ok," in row for row in summary[1:]), summary  # both jobs' results
+
+    again = run_signalled_at(EVALUATE, 0, signal.SIGTERM, [*sweep, rerun], tmp_path)
+    assert again.returncode == 0 and (again.stdout + again.stderr).count("not trained again") == 2, again.stderr
+
+
+def test_a_sweep_folder_started_again_with_other_overrides_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "sweep"
+    assert invoke(["train", "-m", *TINY, "trainer.seed=1", f"hydra.sweep.dir={folder}"]).exit_code == 0
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    line = assert_one_line_error(invoke(["train", "-m", *TINY, "trainer.seed=1,2", f"hydra.sweep.dir={folder}"]))
+    assert f"the sweep folder {folder} holds a sweep of other overrides" in line and "trainer.seed=1," in line
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
 
 
 def test_a_stop_while_logging_to_wandb_is_still_one_line(tmp_path):

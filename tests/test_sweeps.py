@@ -129,3 +129,48 @@ def test_multirun_jobs_default_to_the_sweep_folder_as_wandb_group(tmp_path):
         assert sweep_group() is None
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_a_continued_sweep_job_keeps_continues_or_refuses_what_its_folder_holds(tmp_path):
+    """minrnn_cli.training.sweep_jobs on fake job folders: only a run of this job's own config is kept (finished)
+    or continued (its last.pt), a run stopped before its first checkpoint starts afresh, another config's is
+    refused and left as it is."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from minrnn_cli.errors import UserError
+    from minrnn_cli.training.checkpoint import FORMAT, REQUIRED_KEYS, VERSION
+    from minrnn_cli.training.sweep_jobs import earlier_job
+
+    config = {"model": {"name": "mingru"}, "task": {"name": "x"}, "outputs_dir": "outputs",
+              "trainer": {"seed": 1, "max_steps": 4, "eval_every": 2, "resume": None}}
+
+    def job(name: str, saved: dict | None, finished: bool = False) -> Path:
+        run_dir = tmp_path / name
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0}\n')
+        (run_dir / "error.txt").write_text("error: stopped by SIGTERM at step 2\n")
+        if saved is not None:
+            torch.save({"format": FORMAT, "version": VERSION, **dict.fromkeys(REQUIRED_KEYS, {}), "step": 2,
+                        "config": saved}, run_dir / "checkpoints" / "last.pt")
+        if finished:
+            (run_dir / "results.json").write_text('{"steps": 4}\n')
+        return run_dir
+
+    ours = OmegaConf.create({**config, "outputs_dir": "elsewhere", "trainer": {**config["trainer"], "eval_every": 1}})
+    assert earlier_job(tmp_path / "empty", ours) is None
+    assert earlier_job(job("finished", config, finished=True), ours).results == {"steps": 4}
+    unfinished = job("unfinished", config)
+    assert earlier_job(unfinished, ours).checkpoint == unfinished / "checkpoints" / "last.pt"
+    assert not (unfinished / "error.txt").exists() and (unfinished / "metrics.jsonl").exists()
+    early = job("early", None)
+    assert earlier_job(early, ours) is None and not (early / "metrics.jsonl").exists()
+
+    other_seed = job("other_seed", {**config, "trainer": {**config["trainer"], "seed": 2}})
+    with pytest.raises(UserError, match=r"another config \(trainer\.seed: 2 there, 1 here\)"):
+        earlier_job(other_seed, ours)
+    assert (other_seed / "error.txt").exists()  # left as it is
+    longer = OmegaConf.merge(ours, {"trainer": {"max_steps": 8}})
+    assert earlier_job(job("resumable", config), longer).checkpoint is not None  # a longer run continues it
+    with pytest.raises(UserError, match=r"trainer\.max_steps: 4 there, 8 here"):
+        earlier_job(job("done", config, finished=True), longer)

@@ -5,15 +5,18 @@ They hold nothing unpicklable (no Console): launchers such as joblib pickle the 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from minrnn_cli.errors import UserAbort
 from minrnn_cli.tracking.records import earlier_run
 from minrnn_cli.tracking.sweep_summary import summarise_sweep
+
+log = logging.getLogger("minrnn")
 
 
 def _refuse(kind: str, folder: Path, found: list[str]) -> None:
@@ -47,8 +50,29 @@ class FreshOutputFolder(Callback):
         _require_named("sweep", config.hydra.sweep.dir)
         folder = Path(config.hydra.sweep.dir).absolute()
         found = sorted({name for job in folder.glob("*") if job.is_dir() for name in earlier_run(job)})
-        if found:
+        if found and not _same_sweep_again(config, folder):
             _refuse("sweep", folder, found)
+
+
+def _same_sweep_again(config: DictConfig, folder: Path) -> bool:
+    """A `minrnn train -m` sweep started again in its folder with the same overrides: its jobs keep what is
+    finished and continue what is not (minrnn_cli.training.sweep_jobs). The same folder with other overrides
+    is refused in one line naming both."""
+    earlier_file = folder / "multirun.yaml"  # Hydra's record of the sweep, written before its first job
+    if config.hydra.job.name != "train" or not earlier_file.is_file():
+        return False
+    try:
+        earlier = list(OmegaConf.load(earlier_file).hydra.overrides.task)
+    except Exception:  # a damaged or hand-edited record: the folder is refused as any other that holds runs
+        return False
+    ours = list(config.hydra.overrides.task)
+    if earlier != ours:
+        raise UserAbort(f"error: the sweep folder {folder} holds a sweep of other overrides ({' '.join(earlier)}), "
+                        f"not these ({' '.join(ours)}); to continue it, give its overrides; to run this sweep, "
+                        "give a new hydra.sweep.dir=...")
+    log.info(f"continuing the sweep in {folder}: finished jobs are kept, unfinished ones continue from their "
+             "last.pt, the rest run")
+    return True
 
 
 class SweepSummary(Callback):

@@ -27,6 +27,19 @@ def sweep_group() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name if in_multirun() else None
 
 
+def sweep_rerun() -> str:
+    """How to start the running sweep again in its folder, which continues it: the same command, naming the
+    folder when the command left it to Hydra's timestamp."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from minrnn_cli.training.runs import override
+
+    hydra = HydraConfig.get()
+    if any(override.split("=", 1)[0].lstrip("+") == "hydra.sweep.dir" for override in hydra.overrides.hydra):
+        return "the same command"
+    return f"the same command plus {override('hydra.sweep.dir', Path(hydra.sweep.dir).absolute())}"
+
+
 def task_overrides() -> list[str]:
     """The overrides the user gave for this job (as recorded in .hydra/overrides.yaml)."""
     from hydra.core.hydra_config import HydraConfig

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from minrnn_cli.errors import USER_ERROR_EXIT, UserAbort, UserError, cannot_write, one_line, write_failure
-from minrnn_cli.hydra_app.context import in_multirun, job_dir
+from minrnn_cli.hydra_app.context import in_multirun, job_dir, sweep_rerun
 from minrnn_cli.paths import config_groups
 from minrnn_cli.tracking.records import ERROR_FILE
 
@@ -157,7 +157,7 @@ def _fail(error: Exception, cfg):
         raise error  # a bug: Hydra prints the stack trace
     message = one_line(_describe_job_error(error) if user_mistake else f"{type(error).__name__}: {error}")
     if multirun and hasattr(error, "sweep_advice"):  # an interrupted sweep: never one job's checkpoint for all
-        message = error.sweep_advice()
+        message = error.sweep_advice(sweep_rerun())
     run_dir = job_dir()
     if run_dir is not None and run_dir.is_dir():
         if not multirun and holds_only_bookkeeping(run_dir):

@@ -12,14 +12,16 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
 
-from minrnn_cli.hydra_app.context import job_dir, sweep_group, task_overrides
+from minrnn_cli.hydra_app.context import in_multirun, job_dir, sweep_group, task_overrides
 
 
 def train_job(cfg: DictConfig) -> float | None:
-    """Train; an optimising sweeper (hparams_search=...) gets `optimize_metric`'s final value back."""
+    """Train; an optimising sweeper (hparams_search=...) gets `optimize_metric`'s final value back. A sweep's
+    job keeps or continues what its folder already holds: FreshOutputFolder lets a sweep into a folder that
+    holds runs only when it is the same sweep started again."""
     from minrnn_cli.training.runs import train_run
 
-    results = train_run(cfg, job_dir(), group=sweep_group())
+    results = train_run(cfg, job_dir(), group=sweep_group(), continued=in_multirun())
     metric = cfg.get("optimize_metric")
     return results.get(metric) if results and metric else None
 

@@ -218,6 +218,7 @@ def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] =
 
     for table in tables:
         table.print(console)
+    print_table(console, f"{len(rows)} run(s)", shown, rows)
     if evaluations:
         print_table(console, f"{len(evaluations)} evaluation(s) of checkpoints (minrnn eval; not counted as runs)",
                     list(EVALUATION_COLUMNS), evaluations)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from minrnn_cli.tasks import build_task
 from minrnn_cli.tracking.progress import TrainingProgress
 from minrnn_cli.tracking.records import MetricsLog, copy_metrics
 from minrnn_cli.training.checkpoint import (
+    copy_checkpoint,
     latest_resumable,
     load_checkpoint,
     load_model_state,
@@ -233,7 +233,7 @@ def resume(run: Run, runs_root: Path) -> None:
         earlier_best = path if best_here else path.parent / "best.pt"
         if run.best is not None and earlier_best.is_file():
             run.checkpoints.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(earlier_best, run.checkpoints / "best.pt")
+            copy_checkpoint(earlier_best, run.checkpoints / "best.pt")
         copy_metrics(path.parent.parent, run.run_dir, run.step)
     log.info(f"resumed from {path} at step {run.step}")
 

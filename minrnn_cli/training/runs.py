@@ -26,17 +26,27 @@ PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./:+-]+")  # what a Hydra override value m
 TRAIN_ONLY_GROUPS = ("model", "task", "optim", "logger", "experiment")  # eval and generate read the checkpoint
 
 
-def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict | None:
+def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None, continued: bool = False) -> dict | None:
     """Train, write results.json (rank 0) and print the summary; returns the results (None on ranks > 0).
-    `group`: the W&B group of a sweep's jobs."""
+    `group`: the W&B group of a sweep's jobs. `continued`: a job of a sweep started again in its folder, which
+    keeps its finished run or continues its unfinished one (minrnn_cli.training.sweep_jobs)."""
     from minrnn_cli.tracking.tables import print_summary
     from minrnn_cli.training.distributed import init_process_group, shutdown
     from minrnn_cli.training.loop import train
     from minrnn_cli.training.model_setup import check_model_config
+    from minrnn_cli.training.sweep_jobs import earlier_job
 
     check_train_config(cfg)
     check_model_config(cfg.model)
-    require_unused(run_dir)
+    earlier = earlier_job(run_dir, cfg) if continued else None
+    if earlier is not None and earlier.results is not None:
+        log.info(f"kept: {run_dir} finished this job earlier ({earlier.results.get('steps')} steps); not trained "
+                 "again")
+        return earlier.results
+    if earlier is not None:
+        cfg.trainer.resume = str(earlier.checkpoint)  # its own last.pt, in its own folder
+    else:
+        require_unused(run_dir)
     apply_process_settings()
     replica = init_process_group()  # several ranks under torchrun or a multi-task submitit job
     try:

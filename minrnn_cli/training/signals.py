@@ -29,10 +29,11 @@ class Interrupted(UserError):
         self.exit_code = 128 + signum
         self.where = f"stopped by {signal.Signals(signum).name} at step {step}, saved {checkpoint}"
 
-    def sweep_advice(self) -> str:
-        """The advice for a job of a sweep: each job must continue its own run, so no checkpoint path."""
-        return (f"error: {self.where}; continue the sweep with the same command plus trainer.resume=auto (each "
-                "job then continues its own unfinished run; finished jobs train again)")
+    def sweep_advice(self, rerun: str) -> str:
+        """The advice for a job of a sweep: each job must continue its own run, so no checkpoint path. `rerun`:
+        the command that starts the sweep again in its folder ("the same command", or it plus the folder)."""
+        return (f"error: {self.where}; continue the sweep with {rerun} (finished jobs are kept, each unfinished "
+                "job continues from its own last.pt)")
 
 
 class FinalPhaseInterrupted(UserError):
@@ -42,10 +43,14 @@ class FinalPhaseInterrupted(UserError):
     ends_sweep = True
 
     def __init__(self, signum: int, step: int, checkpoint: Path):
-        super().__init__(f"stopped by {signal.Signals(signum).name} during the final evaluation (training finished at "
-                         f"step {step}, checkpoints saved); get the results with the same command plus "
-                         f"trainer.resume={checkpoint}")
+        self.where = (f"stopped by {signal.Signals(signum).name} during the final evaluation (training finished at "
+                      f"step {step}, checkpoints saved)")
+        super().__init__(f"{self.where}; get the results with the same command plus trainer.resume={checkpoint}")
         self.exit_code = 128 + signum
+
+    def sweep_advice(self, rerun: str) -> str:
+        """A job of a sweep: the sweep started again finishes this job from its last.pt (no path to give)."""
+        return f"error: {self.where}; get the results with {rerun} (finished jobs are kept, this one is finished)"
 
 
 class StopRequest:
