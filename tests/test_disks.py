@@ -212,3 +212,22 @@ def test_bench_outputs_on_a_full_disk_are_one_line(tmp_path):
              "repeats=1", "warmup=0", "min_repeats=1", "hydra.run.dir=bench"]
     line = one_line(run_with_file_size_limit(bench, tmp_path, 6000))
     assert f"cannot write a file in {tmp_path / 'bench'}" in line and "file-size limit" in line, line
+
+
+def test_a_resume_that_cannot_copy_the_earlier_best_leaves_no_torn_best(tmp_path, monkeypatch):
+    """A resumed run copies the earlier run's best.pt into its own folder: whole or not at all."""
+    from minrnn_cli.training import checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    assert invoke(["train", *TINY, "hydra.run.dir=first"]).exit_code == 0
+
+    def full_halfway(source, target, *args):
+        target.write(source.read(100))
+        raise DISK_FULL
+
+    monkeypatch.setattr(checkpoint.shutil, "copyfileobj", full_halfway)
+    last = tmp_path / "first" / "checkpoints" / "last.pt"
+    line = assert_one_line_error(invoke(["train", *TINY, "trainer.max_steps=6", f"trainer.resume={last}",
+                                         "hydra.run.dir=more"]))
+    assert f"cannot write {tmp_path / 'more' / 'checkpoints' / 'best.pt'}: no space left" in line, line
+    assert not list((tmp_path / "more").rglob("*.pt")) and not partial_files(tmp_path)

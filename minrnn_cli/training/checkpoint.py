@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -57,11 +58,24 @@ def save_checkpoint(path: Path, *, model, optimizer, scheduler, step: int, best:
         "vocabulary": vocabulary,
         "rng": rng_states(),
     }
+    _write_whole(path, lambda handle: torch.save(payload, handle))
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """`source` copied to `target` whole or not at all (a resumed run carries the earlier best.pt over)."""
+    with source.open("rb") as original:
+        _write_whole(target, lambda handle: shutil.copyfileobj(original, handle))
+
+
+def _write_whole(path: Path, write) -> None:
+    """`write(handle)` into `<path>.partial`, renamed to `path` once complete. A failed write removes the
+    partial file; a full disk or an unwritable folder is one line that says what is kept and how to go on.
+    `write` gets a file object: torch.save then keeps a failed write's OSError as its error's context."""
     partial = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with partial.open("wb") as handle:  # a file object: torch.save then keeps the OSError as the context
-            torch.save(payload, handle)
+        with partial.open("wb") as handle:
+            write(handle)
         os.replace(partial, path)
     except BaseException as error:  # a full disk, an unwritable folder, or a kill while writing
         with contextlib.suppress(OSError):
