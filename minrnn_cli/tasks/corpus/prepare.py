@@ -16,6 +16,7 @@ when the other splits hold characters the training split lacks.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-BATCH_ROWS = 1000  # rows per datasets.map batch
+BATCH_ROWS = 10_000  # rows per datasets.map batch
 META = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -234,7 +235,7 @@ class Tokenise:
     def __call__(self, batch: dict) -> dict:
         texts = [(text or "") + self.separator for text in batch[self.column]]
         if isinstance(self.codec, BPECodec):
-            ids = np.fromiter((i for row in self.codec.encode_batch(texts) for i in row), dtype=np.int64)
+            ids = np.fromiter(itertools.chain.from_iterable(self.codec.encode_batch(texts)), dtype=np.int64)
         else:
             ids = self.codec.encode("".join(texts))
         unknown = int((ids == len(self.codec.chars)).sum()) if isinstance(self.codec, CharCodec) else 0
@@ -279,7 +280,8 @@ class Preparation:
         name = f"map-{self.maps}"
         fingerprint = hashlib.sha256(f"{self.work.name}-{name}".encode()).hexdigest()[:32]
         return dataset.map(function, batched=True, batch_size=BATCH_ROWS, remove_columns=dataset.column_names,
-                           num_proc=self.settings.num_proc if len(dataset) > BATCH_ROWS else None,
+                           num_proc=self.settings.num_proc if self.settings.num_proc > 1 and len(dataset) > BATCH_ROWS
+                           else None,
                            cache_file_name=str(self.work / f"{name}.arrow"), new_fingerprint=fingerprint,
                            desc=stage)
 
@@ -380,6 +382,8 @@ class Preparation:
                     for batch in found.iter(batch_size=BATCH_ROWS):
                         chars.update("".join(batch["chars"]))
             return CharCodec(sorted(chars))
+        if self.settings.num_proc > 1:  # tokenizers' own threads before datasets forks its workers: a deadlock risk
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
         if spec == "bpe":
             self.progress(f"training a BPE tokenizer ({self.settings.vocab_size:,} ids) on the training split")
             return BPECodec(train_bpe(self.texts(train_parts), self.settings.vocab_size))

@@ -24,18 +24,20 @@ class CharCodec:
 
     def __init__(self, chars: list[str], unk: bool = False):
         self.chars, self.unk = list(chars), unk
-        self.points = np.array([ord(char) for char in self.chars], dtype=np.uint32)  # sorted: chars are
         self.vocab_size = len(self.chars) + unk
+        self.table = None  # code point -> id (-1: not in the vocabulary), made at the first encode
 
     def encode(self, text: str, what: str = "text") -> np.ndarray:
-        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        ids = np.searchsorted(self.points, points).clip(max=max(len(self.chars) - 1, 0))
-        known = self.points[ids] == points if len(self.chars) else np.zeros(len(points), bool)
-        if not known.all():
+        if self.table is None:
+            self.table = np.full(0x110000, -1, dtype=np.int32)
+            self.table[[ord(char) for char in self.chars]] = np.arange(len(self.chars), dtype=np.int32)
+        ids = self.table[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
+        unknown = ids < 0
+        if unknown.any():
             if not self.unk:
-                missing = sorted({chr(point) for point in points[~known]})
+                missing = sorted({text[i] for i in np.flatnonzero(unknown)[:1000]})
                 raise UserError(f"{what} has characters outside the model's vocabulary: {''.join(missing)!r}")
-            ids[~known] = len(self.chars)
+            ids[unknown] = len(self.chars)
         return ids
 
     def decode(self, ids) -> str:

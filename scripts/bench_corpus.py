@@ -1,0 +1,107 @@
+"""Corpus preparation and a training start on a generated text file (issue 16's targets).
+
+    python scripts/bench_corpus.py --size-mb 1024 [--folder DIR] [--num-proc 2] [--vocab-size 8192]
+
+Writes DIR/corpus.txt (--size-mb MB of lines of words, 1 in 50 words non-ASCII, the same bytes for the same
+size), then times, each in a fresh process with an empty corpus cache (DIR/cache, its own HF datasets cache
+DIR/hf): byte, char and BPE preparation (`minrnn prepare task=text task.data_files=DIR/corpus.txt ...`;
+BPE trained with --vocab-size ids and --num-proc processes), and a training start that reuses the byte
+corpus (`minrnn train ... trainer.max_steps=1`, the default model). Each row: seconds, MB/s of the file and
+the peak RSS of the process and the processes it waited for (os.wait4's ru_maxrss), one JSON line each and
+a table at the end. Run it on an idle machine (OMP_NUM_THREADS=1 is set for the children).
+
+Targets (issue 16): byte >= 100 MB/s, char >= 20 MB/s, BPE >= 3 MB/s with num_proc=2, peak RSS <= 1.5 GB
+while preparing; training on the prepared corpus <= 1.2 GB peak RSS and the first step within 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORDS = 5000
+LINE_WORDS = (4, 18)
+
+
+def write_corpus(path: Path, size: int) -> None:
+    """`size` bytes of lines of words (a fixed seed: the same file for the same size)."""
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["".join(rng.choice(letters) for _ in range(rng.randint(1, 10))) for _ in range(WORDS)]
+    vocab += [word + "é" for word in vocab[:WORDS // 50]] + ["naïve", "über", "日本語"]
+    written = 0
+    with path.open("w", encoding="utf-8") as handle:
+        while written < size:
+            lines = [" ".join(rng.choices(vocab, k=rng.randint(*LINE_WORDS))) + "\n" for _ in range(10_000)]
+            block = "".join(lines).encode("utf-8")[: size - written]
+            text = block.decode("utf-8", errors="ignore")  # a cut inside a character: drop its bytes
+            handle.write(text)
+            written += len(text.encode("utf-8"))
+
+
+def measured(command: list[str], env: dict) -> dict:
+    """Run `command`; its wall seconds and peak RSS (MB, with the processes it waited for)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{output[-3000:]}")
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=float, required=True, help="size of the generated text file (MB)")
+    parser.add_argument("--folder", type=Path, default=Path("corpus-bench"), help="where the file and caches go")
+    parser.add_argument("--num-proc", type=int, default=2, help="task.num_proc for BPE")
+    parser.add_argument("--vocab-size", type=int, default=8192, help="task.vocab_size of the trained BPE")
+    args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
+    corpus = args.folder / "corpus.txt"
+    size = int(args.size_mb * 1e6)
+    if not corpus.is_file() or corpus.stat().st_size != size:
+        print(f"writing {corpus} ({size / 1e6:.0f} MB)", flush=True)
+        write_corpus(corpus, size)
+    size = corpus.stat().st_size
+    minrnn = [sys.executable, "-m", "minrnn_cli"]
+    base = [f"task.data_files={corpus.resolve()}"]
+    rows = []
+    for name, overrides in (("byte", ["task.tokenizer=byte"]), ("char", ["task.tokenizer=char"]),
+                            ("bpe", ["task.tokenizer=bpe", f"task.vocab_size={args.vocab_size}",
+                                     f"task.num_proc={args.num_proc}"])):
+        for cache in ("cache", "hf"):  # nothing prepared, nothing of HF datasets' text builder cached
+            shutil.rmtree(args.folder / cache, ignore_errors=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MINRNN_CACHE_DIR": str(args.folder / "cache"),
+               "HF_DATASETS_CACHE": str(args.folder / "hf"), "HF_HUB_OFFLINE": "1"}
+        row = {"stage": f"prepare {name}", **measured([*minrnn, "prepare", "task=text", *base, *overrides], env)}
+        row["mb_per_s"] = round(size / 1e6 / row["seconds"], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if name == "byte":  # a training start that reuses this corpus
+            train = [*minrnn, "train", "task=text", *base, *overrides, "trainer.max_steps=1", "task.eval_batches=1",
+                     "task.sample_chars=0", "logger=none", "trainer.device=cpu",
+                     f"hydra.run.dir={args.folder / 'run'}"]
+            shutil.rmtree(args.folder / "run", ignore_errors=True)
+            start = {"stage": "train 1 step (cache reused)", **measured(train, env)}
+            rows.append(start)
+            print(json.dumps(start), flush=True)
+    print(f"\n{size / 1e6:.0f} MB file, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"python {platform.python_version()}")
+    print(f"{'stage':<30} {'seconds':>9} {'MB/s':>8} {'peak RSS MB':>12}")
+    for row in rows:
+        print(f"{row['stage']:<30} {row['seconds']:>9.2f} {row.get('mb_per_s', float('nan')):>8.2f} "
+              f"{row['peak_rss_mb']:>12.1f}")
+
+
+if __name__ == "__main__":
+    main()
