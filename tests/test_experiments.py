@@ -10,7 +10,10 @@ from minrnn_cli.tasks import EXTERNAL_TASKS, TASK_NAMES, build_task
 from minrnn_cli.training.model_setup import build_task_model
 from minrnn_cli.training.settings import check_train_config
 
-EXPERIMENTS = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
+EXPERIMENT_DIR = config_dir() / "experiment"
+EXPERIMENTS = sorted(  # experiment=NAME, and experiment=FOLDER/NAME for the suite's (not the base/ parts)
+    path.relative_to(EXPERIMENT_DIR).with_suffix("").as_posix()
+    for path in EXPERIMENT_DIR.rglob("*.yaml") if "base" not in path.relative_to(EXPERIMENT_DIR).parts)
 
 
 def composed(*overrides: str):
