@@ -180,3 +180,14 @@ def test_generate_mixes_the_prompt_into_the_seed(home, elsewhere):
     assert first == again and first != other
     assert "seed=1337" in stderr and "seed=N" in stderr
     shutil.rmtree(home / "outputs" / "samples")
+
+
+def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_path):
+    """checkpoint=<run>/checkpoints (a natural slip for the run folder) picks the run's best.pt."""
+    from minrnn_cli.training.checkpoint import resolve_checkpoint
+
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"")
+    assert resolve_checkpoint(str(best.parent), tmp_path / "outputs") == best.absolute()
+    assert resolve_checkpoint(str(best.parent.parent), tmp_path / "outputs") == best.absolute()

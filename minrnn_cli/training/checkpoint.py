@@ -159,6 +159,8 @@ def resolve_checkpoint(checkpoint: str, outputs: Path) -> Path:
     of <outputs>/multirun). A run folder or a name that gives nothing is a one-line UserError saying where
     it looked; a missing .pt file is load_checkpoint's to report."""
     where = outputs.absolute()
+    if not str(checkpoint).strip():
+        raise UserError("checkpoint= is empty; give checkpoint=latest, a .pt file, a run folder or a run name")
     if checkpoint == "latest":
         found = find_latest(outputs, "best.pt")
         if found is None:
@@ -166,6 +168,8 @@ def resolve_checkpoint(checkpoint: str, outputs: Path) -> Path:
                             f"`minrnn train`, {ELSEWHERE}, or pass checkpoint=PATH")
         return found.absolute()  # recorded in results.json: a path that holds from anywhere
     given = Path(checkpoint).expanduser()
+    if given.is_dir() and given.name == "checkpoints" and not (given / "checkpoints").is_dir():
+        given = given.parent  # a run's checkpoints folder stands for the run
     if given.is_dir():
         return run_best_checkpoint(given, checkpoint)
     if given.suffix == ".pt" or given.exists():
