@@ -316,6 +316,21 @@ def test_a_checkpoint_from_before_task_text_still_builds_its_task():
     assert build_task(old).vocab_size == 65
 
 
+def test_the_wikitext103_preset_on_a_dataset_of_its_shape(tmp_path):
+    """Rows that are lines ending in a line break (WikiText's), its three splits named as on the Hub."""
+    import datasets
+
+    lines = [" = Heading = \n", "", *[row + "\n" for row in ROWS]]
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": lines[:40]}),
+                          "validation": datasets.Dataset.from_dict({"text": lines[40:52]}),
+                          "test": datasets.Dataset.from_dict({"text": lines[52:]})}).save_to_disk(str(tmp_path / "w"))
+    task = make_task("wikitext103", dataset=str(tmp_path / "w"), vocab_size=300, **SMALL)
+    assert task.splits == ("val", "test") and task.codec.kind == "bpe"
+    assert split_text(task, "val") == "".join(lines[40:52])  # separator "": no doubled line breaks
+    metrics = task.split_metrics("test", 2.0)
+    assert set(metrics) == {"loss", "ppl", "bpb"} and metrics["bpb"] < 2.0 / math.log(2)  # tokens < bytes
+
+
 @pytest.mark.parametrize("preset", ["enwik8", "wikitext103"])
 def test_presets_compose_with_their_settings(preset):
     from conftest import task_config
