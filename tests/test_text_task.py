@@ -32,8 +32,8 @@ def cache(tmp_path, monkeypatch) -> Path:
     return folder / "corpora"
 
 
-def text_task(**settings):
-    return make_task("text", **{**SMALL, **settings})
+def text_task(preset: str = "text", **settings):
+    return make_task(preset, **{**SMALL, **settings})
 
 
 def split_text(task, split: str) -> str:
@@ -358,6 +358,7 @@ def test_presets_compose_with_their_settings(preset):
     ("txt", {"tokenizer": "bpe", "vocab_size": 100}, "task.vocab_size=100 is invalid"),
     ("txt", {"val_fraction": 0}, "task.val_fraction=0 is invalid"),
     ("txt", {"data_files": None}, "task text needs a corpus"),
+    ("txt", {"data_files": None, "preset": "enwik8"}, "task enwik8 needs the enwik8 file: .* task.data_files=PATH"),
 ])
 def test_bad_corpus_settings_are_one_line_and_leave_no_cache_entry(setup, settings, needle, tmp_path, cache):
     if setup == "jsonl":

@@ -47,7 +47,7 @@ def prepare_corpus(*, name: str, dataset, dataset_config, data_files, text_colum
 
     packaged = PACKAGED[name]() if name in PACKAGED else None
     source = load_source(dataset=dataset, dataset_config=dataset_config, data_files=data_files,
-                         download=bool(download), packaged=packaged)
+                         download=bool(download), packaged=packaged, task=name)
     settings = Settings(text_column=text_column, tokenizer=str(tokenizer), vocab_size=vocab_size,
                         split_names=dict(split_names) if split_names is not None else None,
                         val_fraction=val_fraction, test_fraction=test_fraction, separator=separator,

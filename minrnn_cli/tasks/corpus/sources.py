@@ -27,6 +27,8 @@ BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".
 TEXT_CHUNK = 1 << 20  # bytes of a text file checked at a time
 TEXT_TYPES = ("string", "large_string")
 DOWNLOAD_HINT = "task.download=true fetches it"
+MISSING_CORPUS = {"enwik8": "task enwik8 needs the enwik8 file: unzip http://mattmahoney.net/dc/enwik8.zip and pass "
+                            "task.data_files=PATH/enwik8 (minrnn downloads nothing)"}
 
 
 @dataclass
@@ -38,8 +40,9 @@ class Source:
 
 
 def load_source(*, dataset: str | None, dataset_config: str | None, data_files, download: bool,
-                packaged: Path | None = None) -> Source:
-    """The rows named by task.dataset or task.data_files (`packaged`: the file used when both are null)."""
+                packaged: Path | None = None, task: str = "text") -> Source:
+    """The rows named by task.dataset or task.data_files (`packaged`: the file used when both are null;
+    `task`: the task's name, for the error when neither is given)."""
     if dataset and data_files:
         raise UserError(f"task.dataset={dataset} and task.data_files={data_files} are both set; give one of them")
     set_offline(not download)
@@ -52,7 +55,9 @@ def load_source(*, dataset: str | None, dataset_config: str | None, data_files, 
             return from_disk(folder)
         return from_hub(dataset, dataset_config, download)
     if data_files is None and packaged is None:
-        raise UserError("task text needs a corpus: task.data_files=PATH (txt, jsonl, csv, parquet, arrow; globs "
+        if task in MISSING_CORPUS:
+            raise UserError(MISSING_CORPUS[task])
+        raise UserError(f"task {task} needs a corpus: task.data_files=PATH (txt, jsonl, csv, parquet, arrow; globs "
                         "and lists too) or task.dataset=NAME (a Hub dataset or a save_to_disk folder)")
     if data_files is None:
         return from_files([packaged], f"the packaged {packaged.name}")
