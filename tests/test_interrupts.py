@@ -348,6 +348,16 @@ def test_an_interrupted_sweep_started_again_as_advised_keeps_finished_jobs_and_c
     assert again.returncode == 0 and (again.stdout + again.stderr).count("not trained again") == 2, again.stderr
 
 
+def test_a_sweep_job_stopped_in_its_final_evaluation_is_finished_by_the_sweep_started_again(tmp_path):
+    sweep = ["train", "-m", *TINY, "trainer.seed=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    line = only_line(run_signalled_at(EVALUATE, 3, signal.SIGTERM, sweep, tmp_path), 128 + signal.SIGTERM)
+    assert "during the final evaluation" in line and "get the results with the same command (" in line, line
+    assert "trainer.resume" not in line
+    assert run_signalled_at(EVALUATE, 0, signal.SIGTERM, sweep, tmp_path).returncode == 0
+    results = read_results(tmp_path / "sweep" / "0")
+    assert results["steps"] == results["resumed_from_step"] == 4  # finished without training
+
+
 def test_a_sweep_folder_started_again_with_other_overrides_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "sweep"

@@ -50,7 +50,8 @@ class FinalPhaseInterrupted(UserError):
 
     def sweep_advice(self, rerun: str) -> str:
         """A job of a sweep: the sweep started again finishes this job from its last.pt (no path to give)."""
-        return f"error: {self.where}; get the results with {rerun} (finished jobs are kept, this one is finished)"
+        return (f"error: {self.where}; get the results with {rerun} (finished jobs are kept; this one writes its "
+                "results without training)")
 
 
 class StopRequest:
