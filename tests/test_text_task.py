@@ -172,6 +172,32 @@ def test_a_trained_bpe_is_saved_in_the_cache_entry_and_a_tokenizer_file_is_taken
     assert np.array_equal(from_file.data["val"], trained.data["val"])
 
 
+def test_a_tokenizer_named_from_the_local_hf_cache(tmp_path, monkeypatch):
+    """A name resolves through huggingface_hub's cache layout (models--org--name/snapshots/<commit>), offline."""
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-bpe" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    train_bpe([ROWS], vocab_size=290).save(str(snapshot / "tokenizer.json"))
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "t.txt").write_text(TEXT)
+    task = text_task(data_files=str(tmp_path / "t.txt"), tokenizer="someone/tiny-bpe")
+    assert task.codec.kind == "bpe" and split_text(task, "train") + split_text(task, "val") == TEXT
+
+
+def test_worker_processes_give_the_same_tokens(tmp_path, monkeypatch):
+    """num_proc=2 (datasets.map's workers, each writing its own Arrow shard) tokenises in the same order (and
+    is no part of the cache key)."""
+    (tmp_path / "t.txt").write_text("".join(f"{i} {ROWS[i % len(ROWS)]}\n" for i in range(25_000)))
+    one = text_task(data_files=str(tmp_path / "t.txt"), tokenizer="byte")
+    monkeypatch.setenv("MINRNN_CACHE_DIR", str(tmp_path / "other_cache"))
+    two = text_task(data_files=str(tmp_path / "t.txt"), tokenizer="byte", num_proc=2)
+    assert two.corpus.folder.name == one.corpus.folder.name and two.corpus.folder != one.corpus.folder
+    assert all(np.array_equal(one.data[split], two.data[split]) for split in ("train", "val"))
+
+
 def test_a_vocabulary_past_uint16_is_stored_as_uint32(tmp_path):
     chars = "".join(chr(0x4E00 + i) if i < 20000 else chr(0x10000 + i) for i in range(66000))
     (tmp_path / "t.txt").write_text(chars + chars[:66000 // 9] + "\n")

@@ -224,6 +224,20 @@ def carve_counts(total: int, val_fraction: float, test_fraction: float | None) -
     return train_units, total - train_units - test_units, test_units
 
 
+def record_batches(dataset):
+    """The batches of a datasets.map result, read from its Arrow files in order without memory-mapping them
+    (so reading a large result leaves none of its pages resident)."""
+    import pyarrow as pa
+
+    files = [entry["filename"] for entry in dataset.cache_files]
+    if not files:  # held in memory
+        yield from dataset.data.to_batches()
+        return
+    for name in files:
+        with pa.OSFile(name) as source, pa.ipc.open_stream(source) as reader:
+            yield from reader
+
+
 class Tokenise:
     """The datasets.map function: a batch of rows to one blob of token ids (the batch's ids in the file's
     dtype), its UTF-8 bytes and the ids of characters outside a char vocabulary. A class, so it pickles into
@@ -407,7 +421,7 @@ class Preparation:
                 if part.stop <= part.start:
                     continue
                 mapped = self.map(part.dataset.select(range(part.start, part.stop)), tokenise, f"tokenising {split}")
-                for batch in mapped.data.to_batches():
+                for batch in record_batches(mapped):
                     for blob in batch.column("ids").to_pylist():
                         handle.write(blob)
                         tokens += len(blob) // np.dtype(tokenise.dtype).itemsize
