@@ -238,6 +238,33 @@ def record_batches(dataset):
             yield from reader
 
 
+def text_array(batch, column: str):
+    """A batch's text column as one Arrow array, missing values as "" (`batch`: the pa.Table datasets.map
+    gives in Arrow format, or a dict of lists)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = batch[column]
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    elif not isinstance(values, pa.Array):
+        values = pa.array(values, pa.string())
+    if values.type != pa.string():  # large_string (csv, some parquet): a batch is far below 2 GB
+        values = values.cast(pa.string())
+    return pc.fill_null(values, "")
+
+
+def joined_bytes(values, separator: str) -> bytes:
+    """The UTF-8 bytes of the rows, each followed by the separator, joined in Arrow (no Python loop)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(values) == 0:
+        return b""
+    rows = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+    return pc.binary_join(rows, separator)[0].as_buffer().to_pybytes() + separator.encode("utf-8")
+
+
 class Tokenise:
     """The datasets.map function: a batch of rows to one blob of token ids (the batch's ids in the file's
     dtype), its UTF-8 bytes and the ids of characters outside a char vocabulary. A class, so it pickles into
@@ -246,15 +273,21 @@ class Tokenise:
     def __init__(self, codec, column: str, separator: str, dtype: str):
         self.codec, self.column, self.separator, self.dtype = codec, column, separator, dtype
 
-    def __call__(self, batch: dict) -> dict:
-        texts = [(text or "") + self.separator for text in batch[self.column]]
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        values = text_array(batch, self.column)
+        data = joined_bytes(values, self.separator)
         if isinstance(self.codec, BPECodec):
+            texts = [text + self.separator for text in values.to_pylist()]
             ids = np.fromiter(itertools.chain.from_iterable(self.codec.encode_batch(texts)), dtype=np.int64)
+        elif isinstance(self.codec, ByteCodec):
+            ids = np.frombuffer(data, dtype=np.uint8)
         else:
-            ids = self.codec.encode("".join(texts))
+            ids = self.codec.encode(data.decode("utf-8"))
         unknown = int((ids == len(self.codec.chars)).sum()) if isinstance(self.codec, CharCodec) else 0
-        size = len(ids) if isinstance(self.codec, ByteCodec) else sum(len(text.encode("utf-8")) for text in texts)
-        return {"ids": [ids.astype(self.dtype).tobytes()], "bytes": [size], "unknown": [unknown]}
+        return pa.table({"ids": pa.array([ids.astype(self.dtype).tobytes()], pa.binary()), "bytes": [len(data)],
+                         "unknown": [unknown]})
 
 
 class Lengths:
@@ -263,9 +296,14 @@ class Lengths:
     def __init__(self, column: str, separator: str, in_bytes: bool):
         self.column, self.separator, self.in_bytes = column, separator, in_bytes
 
-    def __call__(self, batch: dict) -> dict:
-        texts = [(text or "") + self.separator for text in batch[self.column]]
-        return {"n": [len(text.encode("utf-8")) if self.in_bytes else len(text) for text in texts]}
+    def __call__(self, batch):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = text_array(batch, self.column)
+        if self.in_bytes:
+            return pa.table({"n": pc.add(pc.binary_length(values), len(self.separator.encode("utf-8")))})
+        return pa.table({"n": pc.add(pc.utf8_length(values), len(self.separator))})
 
 
 class CharSet:
@@ -274,9 +312,11 @@ class CharSet:
     def __init__(self, column: str, separator: str):
         self.column, self.separator = column, separator
 
-    def __call__(self, batch: dict) -> dict:
-        texts = [(text or "") + self.separator for text in batch[self.column]]
-        return {"chars": ["".join(set("".join(texts)))]}
+    def __call__(self, batch) -> dict:
+        import pyarrow as pa
+
+        text = joined_bytes(text_array(batch, self.column), self.separator).decode("utf-8")
+        return pa.table({"chars": ["".join(set(text))]})
 
 
 class Preparation:
@@ -293,11 +333,10 @@ class Preparation:
         self.maps += 1
         name = f"map-{self.maps}"
         fingerprint = hashlib.sha256(f"{self.work.name}-{name}".encode()).hexdigest()[:32]
-        return dataset.map(function, batched=True, batch_size=BATCH_ROWS, remove_columns=dataset.column_names,
-                           num_proc=self.settings.num_proc if self.settings.num_proc > 1 and len(dataset) > BATCH_ROWS
-                           else None,
-                           cache_file_name=str(self.work / f"{name}.arrow"), new_fingerprint=fingerprint,
-                           desc=stage)
+        workers = self.settings.num_proc if self.settings.num_proc > 1 and len(dataset) > BATCH_ROWS else None
+        return dataset.with_format("arrow").map(  # batches as Arrow tables: joined and measured in Arrow
+            function, batched=True, batch_size=BATCH_ROWS, remove_columns=dataset.column_names, num_proc=workers,
+            cache_file_name=str(self.work / f"{name}.arrow"), new_fingerprint=fingerprint, desc=stage)
 
     def run(self, chosen: dict) -> None:
         if "whole" in chosen:
@@ -393,8 +432,8 @@ class Preparation:
                 elif part.stop > part.start:
                     found = self.map(part.dataset.select(range(part.start, part.stop)),
                                      CharSet(self.column, self.separator), "collecting characters")
-                    for batch in found.iter(batch_size=BATCH_ROWS):
-                        chars.update("".join(batch["chars"]))
+                    for batch in record_batches(found):
+                        chars.update("".join(batch.column("chars").to_pylist()))
             return CharCodec(sorted(chars))
         if self.settings.num_proc > 1:  # tokenizers' own threads before datasets forks its workers: a deadlock risk
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -413,8 +452,8 @@ class Preparation:
                         ids, piece_bytes, piece_unknown = np.frombuffer(part.text, np.uint8), len(part.text), 0
                     else:  # the piece holds its separator already
                         batch = Tokenise(tokenise.codec, self.column, "", tokenise.dtype)({self.column: [part.text]})
-                        ids = np.frombuffer(batch["ids"][0], dtype=tokenise.dtype)
-                        piece_bytes, piece_unknown = batch["bytes"][0], batch["unknown"][0]
+                        ids = np.frombuffer(batch["ids"][0].as_py(), dtype=tokenise.dtype)
+                        piece_bytes, piece_unknown = batch["bytes"][0].as_py(), batch["unknown"][0].as_py()
                     handle.write(ids.astype(tokenise.dtype).tobytes())
                     tokens, size, unknown = tokens + len(ids), size + piece_bytes, unknown + piece_unknown
                     continue
