@@ -66,11 +66,13 @@ def is_user_group(group: str) -> bool:
 
 
 def config_groups(root: Path | None = None) -> dict[str, list[str]]:
-    """{group: [options]} for every config group folder of `root` (default: minrnn's own) a user chooses from."""
+    """{group: [options]} for every config group folder of `root` (default: minrnn's own) a user chooses from,
+    named as Hydra does: `experiment/suite_shakespeare` holds the options `experiment=suite_shakespeare/NAME`."""
     root = root or config_dir()
     groups = {}
-    for folder in sorted(path for path in root.iterdir() if path.is_dir() and is_user_group(path.name)):
+    for folder in sorted(path for path in root.rglob("*") if path.is_dir()):
+        group = folder.relative_to(root).as_posix()
         options = sorted(path.stem for path in folder.glob("*.yaml"))
-        if options:
-            groups[folder.name] = options
+        if options and is_user_group(group):
+            groups[group] = options
     return groups

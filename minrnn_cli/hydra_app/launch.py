@@ -14,14 +14,7 @@ from pathlib import Path
 from minrnn_cli.errors import UserError
 from minrnn_cli.hydra_app import internals
 from minrnn_cli.hydra_app.errors import check_run_flags, compact
-from minrnn_cli.paths import (
-    DEFAULT_OUTPUTS,
-    OUTPUTS_ENV,
-    config_dir,
-    config_groups,
-    is_user_group,
-    output_folder,
-)
+from minrnn_cli.paths import DEFAULT_OUTPUTS, OUTPUTS_ENV, config_dir, config_groups, output_folder
 
 HYDRA_INFO_TOPICS = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 STORED_CONFIGS = ("bench",)  # primary configs registered from code (register_configs), not YAML files
@@ -84,9 +77,8 @@ def check_group_choices(overrides: list[str], extra_config_dir: str | None) -> N
             raise UserError(describe_parse_error(override, error)) from None
     if any(override.key_or_group.startswith("hydra.searchpath") for override in parsed):
         return  # options may come from folders we do not see here
-    groups, roots = config_groups(), [config_dir()]
+    groups = config_groups()
     if extra_config_dir and Path(extra_config_dir).is_dir():
-        roots.append(Path(extra_config_dir))
         for group, options in config_groups(Path(extra_config_dir)).items():
             groups[group] = sorted({*groups.get(group, []), *options})
     for override in parsed:
@@ -101,14 +93,14 @@ def check_group_choices(overrides: list[str], extra_config_dir: str | None) -> N
         else:
             values = [override.value()]
         for value in values:
-            if isinstance(value, str) and value not in groups[group] and not nested_option(group, value, roots):
+            if isinstance(value, str) and value not in groups[group] and not nested_option(groups, group, value):
                 raise UserError(f"unknown {group} {value!r}; choose one of {', '.join(groups[group])}")
 
 
-def nested_option(group: str, value: str, roots: list[Path]) -> bool:
+def nested_option(groups: dict[str, list[str]], group: str, value: str) -> bool:
     """An option in a folder of the group (experiment=suite_shakespeare/mingru), not one of its `base/` parts."""
-    return "/" in value and is_user_group(f"{group}/{value.rpartition('/')[0]}") and any(
-        (root / group / f"{value}.yaml").is_file() for root in roots)
+    folder, _, name = value.rpartition("/")
+    return name in groups.get(f"{group}/{folder}", [])
 
 
 def describe_parse_error(override: str, error: Exception) -> str:
