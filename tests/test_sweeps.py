@@ -174,3 +174,7 @@ def test_a_continued_sweep_job_keeps_continues_or_refuses_what_its_folder_holds(
     assert earlier_job(job("resumable", config), longer).checkpoint is not None  # a longer run continues it
     with pytest.raises(UserError, match=r"trainer\.max_steps: 4 there, 8 here"):
         earlier_job(job("done", config, finished=True), longer)
+    without_checkpoint = job("without_checkpoint", None, finished=True)
+    with pytest.raises(UserError, match="a finished run without its checkpoints/last.pt"):
+        earlier_job(without_checkpoint, ours)
+    assert (without_checkpoint / "metrics.jsonl").exists()  # left as it is

@@ -7,8 +7,9 @@
 
 "This job's config" is the one the folder's own checkpoint was saved with (Hydra rewrites `.hydra/config.yaml`
 before the job starts), compared as `trainer.resume=auto` compares runs (MAY_CHANGE_ON_RESUME), and for a
-finished run with the same `trainer.max_steps`. A folder holding a run of another config is refused with one
-line: the sweep folder is never a mix of two configs. No Hydra here: minrnn_cli.hydra_app decides that the
+finished run with the same `trainer.max_steps`. A folder holding a run of another config (or a finished run
+whose last.pt is gone, so nothing tells its config) is refused with one line and left as it is: the sweep
+folder is never a mix of two configs. No Hydra here: minrnn_cli.hydra_app decides that the
 job is part of a continued sweep (FreshOutputFolder has checked the sweep's overrides are the same).
 """
 
@@ -47,6 +48,11 @@ def earlier_job(run_dir: Path, cfg: DictConfig) -> EarlierJob | None:
     if not earlier_run(run_dir, ignore=(".hydra",)):
         return None
     last = run_dir / CHECKPOINTS_DIR / "last.pt"
+    finished = (run_dir / RESULTS_FILE).is_file()
+    if finished and not last.is_file():
+        raise UserError(f"the sweep job folder {run_dir} holds a finished run without its checkpoints/last.pt, "
+                        "which tells its config; it is left as it is: run this sweep in a new folder (another "
+                        "hydra.sweep.dir=...)")
     if not last.is_file():  # stopped (or failed) before its first checkpoint: nothing to continue
         for name in (METRICS_FILE, ERROR_FILE):
             (run_dir / name).unlink(missing_ok=True)
@@ -54,7 +60,6 @@ def earlier_job(run_dir: Path, cfg: DictConfig) -> EarlierJob | None:
         return None
     saved = load_checkpoint(last)
     ours = OmegaConf.to_container(cfg, resolve=True)
-    finished = (run_dir / RESULTS_FILE).is_file()
     difference = config_difference(saved["config"], ours, with_steps=finished)
     if difference:
         raise UserError(f"the sweep job folder {run_dir} holds a run of another config ({difference}); it is "
