@@ -38,8 +38,6 @@ def generate_job(cfg: DictConfig) -> None:
     generate_run(cfg, job_dir())
 
 
-def show_config(cfg: DictConfig) -> None:
-    """`minrnn config`: print the composed config as YAML and run nothing."""
 def prepare_job(cfg: DictConfig) -> None:
     """`minrnn prepare`: the task's corpus tokenised into the cache, and a summary of it."""
     from minrnn_cli.tasks.text import prepare_job as prepare
@@ -49,6 +47,8 @@ def prepare_job(cfg: DictConfig) -> None:
     print_summary(Console(), f"corpus of task {cfg.task.name}", summary)
 
 
+def show_config(cfg: DictConfig) -> None:
+    """`minrnn config`: print the composed config as YAML and run nothing."""
     yaml = OmegaConf.to_yaml(cfg, resolve=False)
     Console().print(Syntax(yaml, "yaml", theme="ansi_dark", background_color="default"))
 

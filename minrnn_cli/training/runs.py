@@ -142,12 +142,13 @@ def load_trained(cfg: DictConfig):
 
 
 def eval_run(cfg: DictConfig, run_dir: Path) -> None:
+    from minrnn_cli.device import resolve_precision
     from minrnn_cli.models import count_params
     from minrnn_cli.tracking.tables import print_summary
     from minrnn_cli.training.evaluation import evaluate
 
     model, task, payload, device, path = load_trained(cfg)
-    metrics = evaluate(model, task, device, cfg.trainer.precision)
+    metrics = evaluate(model, task, device, resolve_precision(cfg.trainer.precision, device))
     trained = payload["config"]
     results = {"command": "eval", "checkpoint": str(path), "model": trained["model"]["name"],
                "task": trained["task"]["name"], "params": count_params(model), "steps": payload["step"], **metrics}
@@ -159,6 +160,7 @@ def eval_run(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def generate_run(cfg: DictConfig, run_dir: Path) -> None:
+    from minrnn_cli.tasks.corpus.tokenizers import codec_from_vocabulary
     from minrnn_cli.training.sampling import sample_text
 
     check_generate_config(cfg)
@@ -169,7 +171,6 @@ def generate_run(cfg: DictConfig, run_dir: Path) -> None:
                         "enwik8, wikitext103)")
     if cfg.top_k is not None and cfg.top_k > codec.vocab_size:
         raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {codec.vocab_size} tokens")
-    from minrnn_cli.tasks.corpus.tokenizers import codec_from_vocabulary
     print(f"seed={cfg.seed} (with the prompt, it fixes the sample: seed=N gives another one)", file=sys.stderr,
           flush=True)
     text = sample_text(model, codec, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device,
