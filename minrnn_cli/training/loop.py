@@ -231,7 +231,8 @@ def resume(run: Run, runs_root: Path) -> None:
         # the best weights: the checkpoint itself when it was the best (best.pt may not have been written yet)
         best_here = run.best is not None and run.best["step"] == run.step
         earlier_best = path if best_here else path.parent / "best.pt"
-        if run.best is not None and earlier_best.is_file():
+        in_place = earlier_best.absolute() == (run.checkpoints / "best.pt").absolute()  # a sweep job continued
+        if run.best is not None and earlier_best.is_file() and not in_place:
             run.checkpoints.mkdir(parents=True, exist_ok=True)
             copy_checkpoint(earlier_best, run.checkpoints / "best.pt")
         copy_metrics(path.parent.parent, run.run_dir, run.step)
