@@ -5,8 +5,15 @@ Imports torch, rich and matplotlib only (no hydra, omegaconf, wandb or datasets)
 torch-only machine as `python -m minrnn_cli.benchmarking key=value ...`.
 """
 
-from minrnn_cli.benchmarking.config import BenchConfig
-from minrnn_cli.benchmarking.report import BenchResult
-from minrnn_cli.benchmarking.run import run_bench
+from importlib import import_module
 
-__all__ = ["BenchConfig", "BenchResult", "run_bench"]
+# Imported on first use (PEP 562), so that reading BenchConfig (every command registers the bench's config)
+# does not import the whole bench: that cost every `minrnn train` about 2 s of start-up.
+_EXPORTS = {"BenchConfig": "config", "BenchResult": "report", "run_bench": "run"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
