@@ -105,8 +105,6 @@ CASES = [
          ["task.seq_len=64", "has 12 tokens", "task.seq_len <= 11"]),
     Case("batch-larger-than-data", ["train", *TEXT, "task.data_files={ws}/short.txt", "task.batch_size=64"],
          ["task.batch_size=64", "task.batch_size <= 8"]),
-    Case("retrieval-without-data", ["train", *TINY_RUN, "task=lra_retrieval"],
-         ["task lra_retrieval needs LRA's AAN document pairs", "task.data_path=FOLDER"]),
     Case("text-column-missing", ["train", *TEXT, "task.data_files={ws}/rows.jsonl", "task.text_column=body"],
          ["task.text_column=body", "no such column", "its columns are text, id"]),
     Case("text-column-not-text", ["train", *TEXT, "task.data_files={ws}/rows.jsonl", "task.text_column=id"],
@@ -121,6 +119,8 @@ CASES = [
     Case("hub-dataset-not-cached-offline", ["train", *TINY_RUN, "task=text", "task.dataset=no-such-org/no-such-corpus"],
          ["task.dataset=no-such-org/no-such-corpus cannot be loaded", "not in the local HF cache",
           "task.download=true"]),
+    Case("retrieval-without-data", ["train", *TINY_RUN, "task=lra_retrieval"],
+         ["task lra_retrieval needs LRA's AAN document pairs", "task.data_path=FOLDER"]),
     Case("retrieval-malformed-line", ["train", *TINY_RUN, "task=lra_retrieval", "task.data_path={ws}/aan"],
          ["new_aan_pairs.train.tsv, line 2", "4 tab-separated fields", "expects 5"]),
     Case("d4rl-without-data", ["train", *TINY_RUN, "task=d4rl"],
@@ -160,6 +160,8 @@ CASES = [
          ["checkpoint=latest", "/outputs;", "outputs_dir=DIR or MINRNN_OUTPUTS=DIR", "checkpoint=PATH"]),
     Case("eval-unknown-run-name", ["eval", "checkpoint=nope", "trainer.device=cpu"],
          ["checkpoint=nope is not a .pt file, a run folder or a run name", "/outputs/runs and ", "outputs_dir=DIR"]),
+    Case("eval-empty-checkpoint", ["eval", "checkpoint=", "trainer.device=cpu"],
+         ["checkpoint= is empty; give checkpoint=latest, a .pt file, a run folder or a run name"]),
     Case("eval-run-folder-without-checkpoint", ["eval", "checkpoint={ws}/a_folder", "trainer.device=cpu"],
          ["a_folder has no checkpoints/best.pt", "no checkpoint at all"]),
     Case("eval-config-file-as-checkpoint", ["eval", "checkpoint={ws}/trained/.hydra/config.yaml", "trainer.device=cpu"],
@@ -217,10 +219,10 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     os.mkfifo(ws / "a_pipe")  # reading it would wait for a writer forever
     (ws / "late_latin1.txt").write_bytes(b"a" * 2_000_000 + "caf\u00e9".encode("latin-1"))  # past the first chunk
     (ws / "short.txt").write_text("to be or not to be " * 6)  # 114 characters: a 12-character validation split
-    (ws / "garbage.pt").write_bytes(b"this is not a checkpoint")
-    (ws / "aan").mkdir()
     (ws / "rows.jsonl").write_text('{"text": "a row", "id": 1}\n{"text": "another", "id": 2}\n')
     (ws / "broken_tokenizer.json").write_text('{"model": ')
+    (ws / "garbage.pt").write_bytes(b"this is not a checkpoint")
+    (ws / "aan").mkdir()
     for split in ("train", "eval", "test"):
         (ws / "aan" / f"new_aan_pairs.{split}.tsv").write_text("1\tid1\tid2\ttext\tother\n0\tid1\tid2\tno text2\n")
     episode = {"observations": np.zeros((4, 11)), "actions": np.zeros((4, 3)), "rewards": np.zeros(4)}
