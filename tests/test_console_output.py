@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from cli_faults import subprocess_env
 from conftest import TINY_COPYING, TINY_SHAKESPEARE, TINY_TRAINER
 
+from minrnn_cli.device import precision_shown, resolve_precision
 from minrnn_cli.formatting import ratio, time_value, value_text
 
 WIDTH = 80
@@ -107,7 +109,8 @@ def test_a_run_starts_with_one_line_saying_what_it_trains_where(text_run):
     stdout, run_dir, _ = text_run
     first = stdout.splitlines()[0]
     assert "training mingru (5,312 params) on shakespeare (1,003,854 training tokens, batch 4), 6 steps" in first
-    assert f"device cpu, 1 torch thread, fp32; run folder {run_dir}" in first
+    precision = precision_shown("auto", resolve_precision("auto", torch.device("cpu")))  # bf16 on CPUs that have it
+    assert f"device cpu, 1 torch thread, {precision}; run folder {run_dir}" in first
     assert first.index("training mingru") < stdout.index("step 3/6")  # before the first progress line
 
 
