@@ -174,6 +174,25 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path, limit):
     out = "a_file/report" if limit is None else "report"
     line = one_line(run_with_file_size_limit(["report", "run", "--out", out], tmp_path, limit))
     assert "cannot write" in line and "give another folder with --out" in line, line
+    if limit is not None:  # every file the report writes is whole or absent: no torn table, no .partial
+        assert not list((tmp_path / "report").glob("*.partial"))
+        for written in (tmp_path / "report").glob("*.csv"):
+            assert written.read_text().endswith("\n"), written
+
+
+def test_a_writer_failing_halfway_leaves_the_earlier_file_and_no_partial(tmp_path):
+    from minrnn_cli.tracking.records import write_text_whole, write_whole
+
+    target = tmp_path / "summary.csv"
+    write_text_whole(target, "a,b\n1,2\n")
+
+    def half_then_full_disk(partial: Path) -> None:
+        partial.write_text("a,b\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_whole(target, half_then_full_disk)
+    assert target.read_text() == "a,b\n1,2\n" and list(tmp_path.iterdir()) == [target]
 
 
 def invoke_ok(folder: Path, args: list[str]) -> bool:

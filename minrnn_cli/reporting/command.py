@@ -6,7 +6,6 @@ dates."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from rich.console import Console
@@ -33,6 +32,8 @@ from minrnn_cli.reporting.groups import (
     targets_for,
 )
 from minrnn_cli.reporting.paper import PAPER_FIGURES, matching_figure
+from minrnn_cli.tracking.records import write_text_whole
+from minrnn_cli.tracking.tables import csv_text
 
 REPORT_CSV, GROUPS_CSV, REPORT_MARKDOWN = "report.csv", "groups.csv", "report.md"
 
@@ -195,15 +196,10 @@ def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] =
     figure_columns = ["task", "model", "layers", "metric", "value", "source", "note"]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / REPORT_CSV).open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text_whole(out_dir / REPORT_CSV, csv_text(rows, columns))
     group_rows = [row for table in tables for row in table.csv]
-    with (out_dir / GROUPS_CSV).open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in group_rows for key in row)))
-        writer.writeheader()
-        writer.writerows(group_rows)
+    group_columns = list(dict.fromkeys(key for row in group_rows for key in row))
+    write_text_whole(out_dir / GROUPS_CSV, csv_text(group_rows, group_columns))
     markdown = ["# Results by task (runs grouped by config, over seeds)", ""]
     for table in tables:
         markdown += table.markdown(pngs[table.task])
@@ -214,7 +210,7 @@ def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] =
         markdown += ["# The paper's figures for these tasks (as reported, not run here)", "",
                      markdown_table(figure_columns, figures), ""]
     markdown += ["# Every run", "", markdown_table(shown, rows), ""]
-    (out_dir / REPORT_MARKDOWN).write_text("\n".join(markdown))
+    write_text_whole(out_dir / REPORT_MARKDOWN, "\n".join(markdown))
 
     for table in tables:
         table.print(console)

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from minrnn_cli.reporting.groups import Group, TrainedRun, is_number
+from minrnn_cli.tracking.records import write_whole
 
 CURVE_METRICS = ("val_score", "val_accuracy", "val_loss")  # the first one the task's runs log is drawn
 
@@ -62,6 +63,7 @@ def save_task_curves(groups: list[Group], target: Path, title: str) -> tuple[Pat
     figure.suptitle(f"{title}: {metric}, mean over seeds (band: min-max)")
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=100, metadata={"Software": None})  # no version or date: the same runs, the same bytes
+    # no version or date: the same runs, the same bytes; whole or not at all
+    write_whole(target, lambda partial: figure.savefig(partial, format="png", dpi=100, metadata={"Software": None}))
     plt.close(figure)
     return target, untimed

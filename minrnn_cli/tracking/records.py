@@ -79,16 +79,29 @@ def copy_metrics(source_dir: Path, run_dir: Path, up_to_step: int) -> None:
         raise _cannot_write(run_dir / METRICS_FILE, error) from None
 
 
-def write_results(run_dir: Path, results: dict) -> Path:
-    """results.json, written to a temporary name and renamed: whole or not at all."""
-    path = run_dir / RESULTS_FILE
+def write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(target)` into a temporary name beside `path`, then renamed: the file is whole or not there, and
+    a failed write (a full disk) leaves no partial file; the OSError goes to the caller."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_text(json.dumps(results, indent=2) + "\n")
+        write(partial)
         os.replace(partial, path)
-    except OSError as error:
+    except OSError:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
+        raise
+
+
+def write_text_whole(path: Path, text: str) -> None:
+    write_whole(path, lambda target: target.write_text(text))
+
+
+def write_results(run_dir: Path, results: dict) -> Path:
+    """results.json, whole or not at all."""
+    path = run_dir / RESULTS_FILE
+    try:
+        write_text_whole(path, json.dumps(results, indent=2) + "\n")
+    except OSError as error:
         raise _cannot_write(path, error) from None
     return path
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from rich.console import Console
 
 from minrnn_cli.formatting import Column, print_fitted, value_text
+from minrnn_cli.tracking.records import write_text_whole
 
 LEADING_COLUMNS = ("job", "overrides", "status", "model", "task", "params", "steps", "best_step", "wall_time_s")
 TRAILING_COLUMNS = ("error",)  # a failed job's one-line error
@@ -41,8 +43,13 @@ def print_comparison(console: Console, title: str, rows: list[dict]) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    columns = comparison_columns(rows)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    """The comparison as CSV, whole or not at all (a full disk leaves no torn file)."""
+    write_text_whole(path, csv_text(rows, comparison_columns(rows), extrasaction="ignore"))
+
+
+def csv_text(rows: list[dict], columns: list[str], **options) -> str:
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=columns, **options)
+    writer.writeheader()
+    writer.writerows(rows)
+    return handle.getvalue()
