@@ -15,7 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NORMS = {"rms": nn.RMSNorm, "layer": nn.LayerNorm}
+from minrnn_cli.scans.fused import block_kernels
+
+
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm (same parameters and results), by the compiled kernel on float32 CPU inputs: one pass over
+    memory each way where torch's composite takes about a dozen (`scans/fused/block_kernels.py`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight is not None and len(self.normalized_shape) == 1 and block_kernels.handles(x, self.weight):
+            return block_kernels.rms_norm(x, self.weight, torch.finfo(x.dtype).eps if self.eps is None else self.eps)
+        return super().forward(x)
+
+
+NORMS = {"rms": RMSNorm, "layer": nn.LayerNorm}
 
 
 def make_norm(kind: str, width: int) -> nn.Module:
@@ -37,9 +50,10 @@ def run_layers(layers, x: Tensor, state: list | None = None, step: bool = False)
 class CausalConv(nn.Module):
     """Depthwise causal conv over time plus a pointwise projection; the state is the last k-1 inputs.
 
-    The depthwise conv is computed as k shifted multiply-adds (y_t = bias + sum_j w_j * x_{t-k+1+j}): on the
-    CPU that is a few elementwise passes, against oneDNN's depthwise kernel at several times the cost for
-    these shapes. The weights keep nn.Conv1d's layout, so checkpoints hold `depthwise.weight` (D, 1, k).
+    The depthwise conv is y_t = bias + sum_j w_j * x_{t-k+1+j}: on a float32 CPU input one pass of the compiled
+    kernel each way (`scans/fused/block_kernels.py`), elsewhere k shifted multiply-adds (oneDNN's depthwise
+    kernel costs several times either at these shapes). The weights keep nn.Conv1d's layout, so checkpoints
+    hold `depthwise.weight` (D, 1, k).
     """
 
     def __init__(self, d_model: int, kernel_size: int = 4):
@@ -49,14 +63,22 @@ class CausalConv(nn.Module):
         self.pointwise = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        carry, length = self.kernel_size - 1, x.shape[1]
+        weight, bias = self.depthwise.weight, self.depthwise.bias
+        if block_kernels.handles(x, weight, bias) and (state is None or state.dtype == torch.float32):
+            y = block_kernels.causal_conv(x, state, weight, bias)
+            if length >= carry:
+                return self.pointwise(y), x[:, length - carry :]
+            padded = torch.cat([x.new_zeros(x.shape[0], carry, x.shape[2]) if state is None else state, x], dim=1)
+            return self.pointwise(y), padded[:, -carry:]
         if state is None:
-            state = x.new_zeros(x.shape[0], self.kernel_size - 1, x.shape[2])
+            state = x.new_zeros(x.shape[0], carry, x.shape[2])
         padded = torch.cat([state, x], dim=1)
-        weight, length = self.depthwise.weight[:, 0], x.shape[1]  # (D, k)
-        y = torch.addcmul(self.depthwise.bias, padded[:, :length], weight[:, 0])
+        taps = weight[:, 0]  # (D, k)
+        y = torch.addcmul(bias, padded[:, :length], taps[:, 0])
         for j in range(1, self.kernel_size):
-            y = torch.addcmul(y, padded[:, j : j + length], weight[:, j])
-        return self.pointwise(y), padded[:, -(self.kernel_size - 1) :]
+            y = torch.addcmul(y, padded[:, j : j + length], taps[:, j])
+        return self.pointwise(y), padded[:, -carry:]
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         y, state = self(x_t.unsqueeze(1), state)
@@ -71,7 +93,10 @@ class GEGLU(nn.Module):
         self.proj_out = nn.Linear(hidden, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        value, gate = self.proj_in(x).chunk(2, dim=-1)
+        hidden = self.proj_in(x)
+        if block_kernels.handles(hidden, dtypes=block_kernels.GEGLU_DTYPES):
+            return self.proj_out(block_kernels.geglu(hidden))  # the compiled kernel, one pass each way
+        value, gate = hidden.chunk(2, dim=-1)
         return self.proj_out(value * F.gelu(gate))
 
 

@@ -181,7 +181,7 @@ def _scan_inputs(p: _Params, xz: Tensor, conv0: Tensor | None, dbc: Tensor | Non
     r, n = p.r, p.n
     x = xz[..., :d]
     if p.compiled:
-        u = cpu.conv_silu(x, conv0, p.conv_w_t, p.conv_b)
+        u = cpu.causal_conv(x, conv0, p.conv_w_t, p.conv_b, silu=True)
     else:
         u = F.silu(_conv(p, _padded(x, conv0, p.k), length))
     if dbc is None:  # the forward; the backward passes the one the forward kept
@@ -219,7 +219,8 @@ def _conv_silu_backward(p: _Params, xz: Tensor, conv0: Tensor | None, g_u: Tenso
     """The backward of u = silu(conv(x)): writes dL/dx into grad_x; returns dL/d(conv weight (k, D), bias, conv0)."""
     length, d, k = xz.shape[1], xz.shape[2] // 2, p.k
     if p.compiled:
-        return cpu.conv_silu_backward(xz[..., :d], conv0, p.conv_w_t, p.conv_b, g_u, grad_conv_last, grad_x)
+        return cpu.causal_conv_backward(xz[..., :d], conv0, p.conv_w_t, p.conv_b, g_u, grad_conv_last, grad_x,
+                                        silu=True)
     xpad = _padded(xz[..., :d], conv0, k)
     conv = _conv(p, xpad, length)
     sig = torch.sigmoid(conv)

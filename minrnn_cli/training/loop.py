@@ -365,11 +365,14 @@ def stop_in_final_phase(run: Run, stop) -> None:
 
 
 def final_results(run: Run, wall_time: float) -> dict:
-    """The run's summary, every split scored by the best checkpoint's weights (which the model keeps)."""
+    """The run's summary, every split scored by the best checkpoint's weights (which the model keeps): the scores
+    of the evaluation that made it the best (the same weights and evaluation sets), scored again only when the
+    checkpoint does not hold them."""
     from minrnn_cli.models import count_params
 
     best_path = run.checkpoints / "best.pt"
     load_model_state(run.model, load_checkpoint(best_path), best_path)
+    best_scores = (run.best or {}).get("metrics")
     timed = run.throughput  # training steps alone, evaluations left out; none when a resumed run only finishes
     tokens = run.task.tokens_per_batch * run.replica.world_size * timed.steps
     return {
@@ -386,7 +389,7 @@ def final_results(run: Run, wall_time: float) -> dict:
         "world_size": run.replica.world_size,
         "best_step": run.best["step"],
         "skipped_steps": run.skipped_steps,
-        **evaluate(run.model, run.task, run.device, run.precision),
+        **(best_scores or evaluate(run.model, run.task, run.device, run.precision)),
         "load_average_at_start": run.load_at_start,  # 1/5/15 minutes: other work on the machine slows a run
         "load_average_at_end": load_average(),
     }

@@ -158,9 +158,13 @@ def _load() -> ctypes.CDLL | None:
         [size] * 5 + [ctypes.c_int] * 2
     library.selective_backward.argtypes = [pointer] * 5 + [size] + [pointer] * 2 + [size] + [pointer] * 8 + \
         [size] + [pointer] * 2 + [size] * 5 + [ctypes.c_int] * 2
-    library.conv_silu_forward.argtypes = [pointer, size] + [pointer] * 4 + [size] * 4 + [ctypes.c_int]
-    library.conv_silu_backward.argtypes = [pointer, size] + [pointer] * 6 + [size] + [pointer] * 2 + [size] * 4 + \
-        [ctypes.c_int]
+    library.causal_conv_forward.argtypes = [pointer, size] + [pointer] * 4 + [size] * 4 + [ctypes.c_int] * 2
+    library.causal_conv_backward.argtypes = [pointer, size] + [pointer] * 6 + [size] + [pointer] * 2 + \
+        [size] * 4 + [ctypes.c_int] * 2
+    library.rms_norm_forward.argtypes = [pointer] * 4 + [size] * 2 + [ctypes.c_float, ctypes.c_int]
+    library.rms_norm_backward.argtypes = [pointer] * 6 + [size] * 2 + [ctypes.c_int]
+    library.geglu_forward.argtypes = [pointer] * 2 + [size] * 2 + [ctypes.c_int] * 2
+    library.geglu_backward.argtypes = [pointer] * 3 + [size] * 2 + [ctypes.c_int] * 2
     _library, _status = library, f"compiled: {built}"
     return library
 
@@ -310,22 +314,23 @@ def selective_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     return grad_u, grad_delta, grad_a, grad_b, grad_c, grad_skip, grad_z, grad_h0
 
 
-def conv_silu(x: Tensor, conv0: Tensor | None, weight: Tensor, bias: Tensor) -> Tensor:
-    """u = silu(causal depthwise conv(x)), float32: x (B, T, D) with unit channel stride (a view into in_proj's
-    output), conv0 (B, D, k - 1) the inputs before the sequence (None: zeros), weight (k, D), bias (D,)."""
+def causal_conv(x: Tensor, conv0: Tensor | None, weight: Tensor, bias: Tensor, silu: bool) -> Tensor:
+    """u = causal depthwise conv(x), through silu when `silu`, float32: x (B, T, D) with unit channel stride (a
+    view into in_proj's output, say), conv0 (B, D, k - 1) the inputs before the sequence (None: zeros), weight
+    (k, D), bias (D,)."""
     batch, length, d = x.shape
     x, stride = _rows_of(x)
     conv0 = None if conv0 is None else conv0.float().contiguous()
     weight, bias = weight.float().contiguous(), bias.float().contiguous()
     u = torch.empty(batch, length, d)
-    _load().conv_silu_forward(_pointer(x), stride, _pointer(conv0), _pointer(weight), _pointer(bias), _pointer(u),
-                              batch, length, d, weight.shape[0], torch.get_num_threads())
+    _load().causal_conv_forward(_pointer(x), stride, _pointer(conv0), _pointer(weight), _pointer(bias), _pointer(u),
+                                batch, length, d, weight.shape[0], int(silu), torch.get_num_threads())
     return u
 
 
-def conv_silu_backward(x: Tensor, conv0: Tensor | None, weight: Tensor, bias: Tensor, grad_u: Tensor,
-                       grad_last: Tensor | None, grad_x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The backward of `conv_silu` (grad_u, float32 contiguous, is overwritten): writes dL/dx into grad_x (float32,
+def causal_conv_backward(x: Tensor, conv0: Tensor | None, weight: Tensor, bias: Tensor, grad_u: Tensor,
+                         grad_last: Tensor | None, grad_x: Tensor, silu: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The backward of `causal_conv` (grad_u, float32 contiguous, is overwritten): writes dL/dx into grad_x (float32,
     unit channel stride) and returns (dL/dweight (k, D), dL/dbias, dL/dconv0 or None). grad_last (B, D, k - 1) is
     the gradient of the last k - 1 inputs, the carried conv state, or None."""
     batch, length, d = x.shape
@@ -337,8 +342,53 @@ def conv_silu_backward(x: Tensor, conv0: Tensor | None, weight: Tensor, bias: Te
     grad_conv0 = None if conv0 is None else torch.empty(batch, d, k - 1)
     threads = torch.get_num_threads()
     accum = torch.empty(threads, k * d + d)
-    _load().conv_silu_backward(_pointer(x), stride, _pointer(conv0), _pointer(weight), _pointer(bias),
-                               _pointer(grad_u), _pointer(grad_last), _pointer(grad_x), grad_x.stride(1),
-                               _pointer(grad_conv0), _pointer(accum), batch, length, d, k, threads)
+    _load().causal_conv_backward(_pointer(x), stride, _pointer(conv0), _pointer(weight), _pointer(bias),
+                                 _pointer(grad_u), _pointer(grad_last), _pointer(grad_x), grad_x.stride(1),
+                                 _pointer(grad_conv0), _pointer(accum), batch, length, d, k, int(silu), threads)
     totals = accum.sum(0)
     return totals[: k * d].view(k, d), totals[k * d:], grad_conv0
+
+
+# ---- the residual block's RMSNorm ----------------------------------------------------------------------------
+
+def rms_norm_forward(x: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(y, 1 / rms per row) of RMSNorm over the last dimension, float32; x contiguous, weight (D,)."""
+    width = x.shape[-1]
+    rows = x.numel() // width
+    y = torch.empty_like(x)
+    rstd = torch.empty(x.shape[:-1])
+    _load().rms_norm_forward(_pointer(x), _pointer(weight), _pointer(y), _pointer(rstd), rows, width, eps,
+                             torch.get_num_threads())
+    return y, rstd
+
+
+def rms_norm_backward(x: Tensor, weight: Tensor, rstd: Tensor, grad_y: Tensor) -> tuple[Tensor, Tensor]:
+    """(dL/dx, dL/dweight) of `rms_norm_forward`; grad_y float32 contiguous."""
+    width = x.shape[-1]
+    rows = x.numel() // width
+    grad_x = torch.empty_like(x)
+    threads = torch.get_num_threads()
+    accum = torch.empty(threads, width)
+    _load().rms_norm_backward(_pointer(x), _pointer(weight), _pointer(rstd), _pointer(grad_y), _pointer(grad_x),
+                              _pointer(accum), rows, width, threads)
+    return grad_x, accum.sum(0)
+
+
+# ---- the residual block's GEGLU ------------------------------------------------------------------------------
+
+def geglu_forward(h: Tensor) -> Tensor:
+    """value * gelu(gate) for h = [value | gate] (..., 2H), contiguous float32 or bfloat16, in h's dtype."""
+    width = h.shape[-1] // 2
+    out = h.new_empty(*h.shape[:-1], width)
+    _load().geglu_forward(_pointer(h), _pointer(out), h.numel() // (2 * width), width,
+                          int(h.dtype == torch.bfloat16), torch.get_num_threads())
+    return out
+
+
+def geglu_backward(h: Tensor, grad_out: Tensor) -> Tensor:
+    """dL/dh of `geglu_forward`; grad_out contiguous, in h's dtype."""
+    width = h.shape[-1] // 2
+    grad_h = torch.empty_like(h)
+    _load().geglu_backward(_pointer(h), _pointer(grad_out), _pointer(grad_h), h.numel() // (2 * width), width,
+                           int(h.dtype == torch.bfloat16), torch.get_num_threads())
+    return grad_h

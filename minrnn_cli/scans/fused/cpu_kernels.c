@@ -1,5 +1,6 @@
-/* minGRU, minLSTM and Mamba's conv + selective scan on the CPU, each in one pass over memory each way.
- * (The Mamba kernels are further down, with their own description.)
+/* minGRU, minLSTM and Mamba's conv + selective scan on the CPU, each in one pass over memory each way, and the
+ * residual block's causal conv and RMSNorm. (The Mamba and block kernels are further down, each with its own
+ * description.)
  *
  * Compiled at first use by minrnn_cli/scans/fused/cpu.py with the system C compiler and loaded with ctypes.
  * float32, contiguous tensors. `hidden` is the cell's input projection (B, T, (n_gates + 1) * D) laid out
@@ -475,9 +476,9 @@ void selective_backward(const float *u, const float *delta, const float *A, cons
     }
 }
 
-/* ---- Mamba's causal depthwise conv and SiLU, before the scan --------------------------------------------------
+/* ---- Causal depthwise conv, with SiLU for Mamba (before its scan) or without (the residual block's Conv4) -----
  *
- *     u_t = silu(c_t),    c_t = bias + sum_{j < k} w_j x_{t - (k - 1) + j}
+ *     u_t = silu(c_t) (silu = 1) or c_t (silu = 0),    c_t = bias + sum_{j < k} w_j x_{t - (k - 1) + j}
  *
  * x: (B, T, D) at a row stride of x_stride (a view into in_proj's output); the k - 1 inputs before the sequence
  * come from conv0 (B, D, k - 1) or are zeros; w: (k, D), tap-major; u: (B, T, D) contiguous. */
@@ -508,27 +509,28 @@ ALWAYS_INLINE void conv_row(const float *restrict x, i64 x_stride, const float *
     for (i64 j = 0; j < k; j++) add_times_input(acc, w + j * D, x, x_stride, conv0, t - (k - 1) + j, D, k);
 }
 
-void conv_silu_forward(const float *x, i64 x_stride, const float *conv0, const float *w, const float *bias, float *u,
-                       i64 B, i64 T, i64 D, i64 k, int threads) {
+void causal_conv_forward(const float *x, i64 x_stride, const float *conv0, const float *w, const float *bias, float *u,
+                         i64 B, i64 T, i64 D, i64 k, int silu, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (i64 b = 0; b < B; b++) {
         const float *xb = x + b * T * x_stride, *cb = conv0 ? conv0 + b * D * (k - 1) : 0;
         for (i64 t = 0; t < T; t++) {
             float *restrict ut = u + (b * T + t) * D;
             conv_row(xb, x_stride, cb, w, bias, ut, t, D, k);
+            if (!silu) continue;
 #pragma omp simd
             for (i64 d = 0; d < D; d++) ut[d] = silu_gate(ut[d]);
         }
     }
 }
 
-/* The backward: grad_u (B, T, D), dL/du, becomes dL/dc in place; writes dL/dx into grad_x (at a row stride of
+/* The backward: grad_u (B, T, D), dL/du, becomes dL/dc in place (it already is without SiLU); writes dL/dx into grad_x (at a row stride of
  * gx_stride) and dL/dconv0 into grad_conv0 (B, D, k - 1) when given; grad_last (B, D, k - 1) or NULL is the
  * gradient of the last k - 1 inputs (the carried conv state); accum (threads, k * D + D) gets each thread's
  * dL/dw (k, D) and dL/dbias (D), to be summed over threads by the caller. */
-void conv_silu_backward(const float *x, i64 x_stride, const float *conv0, const float *w, const float *bias,
-                        float *grad_u, const float *grad_last, float *grad_x, i64 gx_stride, float *grad_conv0,
-                        float *accum, i64 B, i64 T, i64 D, i64 k, int threads) {
+void causal_conv_backward(const float *x, i64 x_stride, const float *conv0, const float *w, const float *bias,
+                          float *grad_u, const float *grad_last, float *grad_x, i64 gx_stride, float *grad_conv0,
+                          float *accum, i64 B, i64 T, i64 D, i64 k, int silu, int threads) {
     memset(accum, 0, sizeof(float) * threads * (k * D + D));
 #pragma omp parallel num_threads(threads)
     {
@@ -541,13 +543,16 @@ void conv_silu_backward(const float *x, i64 x_stride, const float *conv0, const 
             float *gc = grad_u + b * T * D;
             for (i64 t = 0; t < T; t++) { /* dL/dc = dL/du silu'(c), silu'(c) = sig (1 + c (1 - sig)) */
                 float *restrict gt = gc + t * D;
-                conv_row(xb, x_stride, cb, w, bias, c, t, D, k);
+                if (silu) {
+                    conv_row(xb, x_stride, cb, w, bias, c, t, D, k);
 #pragma omp simd
-                for (i64 d = 0; d < D; d++) {
-                    float sig = sigmoid(c[d]);
-                    gt[d] *= sig * (1.0f + c[d] * (1.0f - sig));
-                    g_b[d] += gt[d];
+                    for (i64 d = 0; d < D; d++) {
+                        float sig = sigmoid(c[d]);
+                        gt[d] *= sig * (1.0f + c[d] * (1.0f - sig));
+                    }
                 }
+#pragma omp simd
+                for (i64 d = 0; d < D; d++) g_b[d] += gt[d];
                 for (i64 j = 0; j < k; j++) /* dL/dw_j += dL/dc_t x_{t - (k - 1) + j} */
                     add_times_input(g_w + j * D, gt, xb, x_stride, cb, t - (k - 1) + j, D, k);
             }
@@ -571,4 +576,132 @@ void conv_silu_backward(const float *x, i64 x_stride, const float *conv0, const 
         }
         free(c);
     }
+}
+
+/* ---- RMSNorm over the last dimension (the residual block's norms) ----------------------------------------------
+ *
+ *     y = x * r * w,    r = 1 / sqrt(mean(x^2) + eps)      per row of D; x, y: (rows, D) contiguous, w: (D,)
+ *
+ * The forward writes y and r (rows,); the backward, with xh = x * r and g = dL/dy * w,
+ *     dL/dx = r * (g - xh * mean(g * xh)),    dL/dw = sum over rows of dL/dy * xh,
+ * reads x, r and dL/dy once and writes dL/dx once; accum (threads, D) gets each thread's dL/dw, to be summed
+ * over threads by the caller. torch's composite rms_norm is about twelve passes over memory each way. */
+void rms_norm_forward(const float *x, const float *w, float *y, float *rstd, i64 rows, i64 D, float eps,
+                      int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (i64 i = 0; i < rows; i++) {
+        const float *restrict xr = x + i * D;
+        float *restrict yr = y + i * D;
+        float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+        for (i64 d = 0; d < D; d++) squares += xr[d] * xr[d];
+        const float r = 1.0f / sqrtf(squares / (float)D + eps);
+        rstd[i] = r;
+#pragma omp simd
+        for (i64 d = 0; d < D; d++) yr[d] = xr[d] * r * w[d];
+    }
+}
+
+void rms_norm_backward(const float *x, const float *w, const float *rstd, const float *grad_y, float *grad_x,
+                       float *accum, i64 rows, i64 D, int threads) {
+    memset(accum, 0, sizeof(float) * threads * D);
+#pragma omp parallel num_threads(threads)
+    {
+        float *restrict g_w = accum + thread_index() * D;
+#pragma omp for schedule(static)
+        for (i64 i = 0; i < rows; i++) {
+            const float *restrict xr = x + i * D, *restrict gy = grad_y + i * D;
+            float *restrict gx = grad_x + i * D;
+            const float r = rstd[i];
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (i64 d = 0; d < D; d++) {
+                const float xh = xr[d] * r;
+                dot += gy[d] * w[d] * xh;
+                g_w[d] += gy[d] * xh;
+            }
+            const float mean_dot = dot / (float)D;
+#pragma omp simd
+            for (i64 d = 0; d < D; d++) gx[d] = r * (gy[d] * w[d] - xr[d] * r * mean_dot);
+        }
+    }
+}
+
+/* ---- GEGLU, the residual block's MLP between its two projections --------------------------------------------
+ *
+ *     out = v * gelu(g),    [v | g] = a row of h (2H),    gelu(g) = g Phi(g),  Phi(g) = (1 + erf(g / sqrt 2)) / 2
+ *     dL/dv = dL/dout * gelu(g),    dL/dg = dL/dout * v * (Phi(g) + g phi(g)),    phi(g) = e^(-g^2 / 2) / sqrt(2 pi)
+ *
+ * h: (rows, 2H), out and dL/dout: (rows, H), dL/dh: (rows, 2H), contiguous, all float32 or all bfloat16 (`bf16`,
+ * as autocast leaves them: computed in float32, rounded once to nearest even). erf is Abramowitz and Stegun
+ * 7.1.26 (absolute error < 1.5e-7) around the vectorised exp, where torch calls the exact erf: the same to
+ * float32 rounding. */
+static inline float bf16_load(uint16_t v) {
+    union { uint32_t bits; float value; } u = {(uint32_t)v << 16};
+    return u.value;
+}
+static inline uint16_t bf16_store(float f) {
+    union { float value; uint32_t bits; } u = {f};
+    const uint32_t rounded = (u.bits + 0x7FFFu + ((u.bits >> 16) & 1u)) >> 16;
+    return (u.bits & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)((u.bits >> 16) | 0x40u) : (uint16_t)rounded; /* NaN */
+}
+
+/* Phi(g) and e^(-g^2 / 2) */
+ALWAYS_INLINE void normal_cdf(float g, float *cdf, float *gauss) {
+    const float x = fabsf(g) * 0.70710678118654752f, t = 1.0f / (1.0f + 0.3275911f * x);
+    const float e = exp_approx(-x * x);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    const float erf_abs = 1.0f - p * t * e;
+    *cdf = 0.5f + 0.5f * (g < 0.0f ? -erf_abs : erf_abs);
+    *gauss = e;
+}
+
+#define GEGLU_LOAD(ptr, i) (bf16 ? bf16_load(((const uint16_t *)(ptr))[i]) : ((const float *)(ptr))[i])
+#define GEGLU_STORE(ptr, i, value)                                                                                 \
+    do {                                                                                                           \
+        if (bf16) ((uint16_t *)(ptr))[i] = bf16_store(value);                                                     \
+        else ((float *)(ptr))[i] = (value);                                                                        \
+    } while (0)
+
+ALWAYS_INLINE void geglu_forward_rows(const void *h, void *out, i64 rows, i64 H, const int bf16, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (i64 i = 0; i < rows; i++) {
+#pragma omp simd
+        for (i64 d = 0; d < H; d++) {
+            const float v = GEGLU_LOAD(h, i * 2 * H + d), g = GEGLU_LOAD(h, i * 2 * H + H + d);
+            float cdf, gauss;
+            normal_cdf(g, &cdf, &gauss);
+            GEGLU_STORE(out, i * H + d, v * g * cdf);
+        }
+    }
+}
+
+ALWAYS_INLINE void geglu_backward_rows(const void *h, const void *grad_out, void *grad_h, i64 rows, i64 H,
+                                       const int bf16, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (i64 i = 0; i < rows; i++) {
+#pragma omp simd
+        for (i64 d = 0; d < H; d++) {
+            const float v = GEGLU_LOAD(h, i * 2 * H + d), g = GEGLU_LOAD(h, i * 2 * H + H + d);
+            const float go = GEGLU_LOAD(grad_out, i * H + d);
+            float cdf, gauss;
+            normal_cdf(g, &cdf, &gauss);
+            GEGLU_STORE(grad_h, i * 2 * H + d, go * g * cdf);
+            GEGLU_STORE(grad_h, i * 2 * H + H + d, go * v * (cdf + g * gauss * 0.39894228040143268f));
+        }
+    }
+}
+
+void geglu_forward(const void *h, void *out, i64 rows, i64 H, int bf16, int threads) {
+    if (bf16) geglu_forward_rows(h, out, rows, H, 1, threads);
+    else geglu_forward_rows(h, out, rows, H, 0, threads);
+}
+
+void geglu_backward(const void *h, const void *grad_out, void *grad_h, i64 rows, i64 H, int bf16, int threads) {
+    if (bf16) geglu_backward_rows(h, grad_out, grad_h, rows, H, 1, threads);
+    else geglu_backward_rows(h, grad_out, grad_h, rows, H, 0, threads);
 }
