@@ -5,10 +5,14 @@
 Writes DIR/corpus.txt (--size-mb MB of lines of words, 1 in 50 words non-ASCII, the same bytes for the same
 size), then times, each in a fresh process with an empty corpus cache (DIR/cache, its own HF datasets cache
 DIR/hf): byte, char and BPE preparation (`minrnn prepare task=text task.data_files=DIR/corpus.txt ...`;
-BPE trained with --vocab-size ids and --num-proc processes), and a training start that reuses the byte
-corpus (`minrnn train ... trainer.max_steps=1`, the default model). Each row: seconds, MB/s of the file and
-the peak RSS of the process and the processes it waited for (os.wait4's ru_maxrss), one JSON line each and
-a table at the end. Run it on an idle machine (OMP_NUM_THREADS=1 is set for the children).
+BPE trained with --vocab-size ids, --num-proc workers: encode_batch's threads for a text file), and a
+training start that reuses the byte corpus (`minrnn train ... trainer.max_steps=1`, the default model; also
+timed from inside: the CLI's imports, then the run's own work up to its first step).
+
+Each row: seconds, CPU seconds (user + system, with the processes it waited for: on a busy machine, the work
+that was this stage's own), MB/s of the file, the peak RSS of the process and the processes it waited for
+(os.wait4's ru_maxrss) and the load average before and after; one JSON line each and a table at the end.
+Run it on an idle machine (OMP_NUM_THREADS=1 is set for the children); --only byte char bpe picks stages.
 
 Targets (issue 16): byte >= 100 MB/s, char >= 20 MB/s, BPE >= 3 MB/s with num_proc=2, peak RSS <= 1.5 GB
 while preparing; training on the prepared corpus <= 1.2 GB peak RSS and the first step within 3 s.
@@ -28,6 +32,25 @@ import time
 from pathlib import Path
 
 WORDS = 5000
+# A training start timed from inside: the CLI's imports, then the run's own work up to the first step's log line
+# (logging.Logger.callHandlers is wrapped, as Hydra replaces the root logger's handlers).
+TIMED_TRAIN = """
+import atexit, json, logging, sys, time
+started = time.time()
+from minrnn_cli.cli import main
+imported = time.time()
+first = []
+call = logging.Logger.callHandlers
+def watch(self, record):
+    if not first and record.getMessage().startswith("step 1/"):
+        first.append(time.time())
+    return call(self, record)
+logging.Logger.callHandlers = watch
+atexit.register(lambda: print("TIMED " + json.dumps({"cli_imports_s": round(imported - started, 2),
+      "run_to_first_step_s": round(first[0] - imported, 2) if first else None}), flush=True))
+sys.argv = ["minrnn", *sys.argv[1:]]
+main()
+"""
 LINE_WORDS = (4, 18)
 
 
@@ -49,6 +72,7 @@ def write_corpus(path: Path, size: int) -> None:
 
 def measured(command: list[str], env: dict) -> dict:
     """Run `command`; its wall seconds and peak RSS (MB, with the processes it waited for)."""
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = process.stdout.read()
@@ -56,7 +80,10 @@ def measured(command: list[str], env: dict) -> dict:
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(command)}\n{output[-3000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    timed = [json.loads(line[6:]) for line in output.splitlines() if line.startswith("TIMED ")]
+    return {**(timed[0] if timed else {}), "seconds": round(seconds, 2),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
@@ -65,6 +92,10 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("corpus-bench"), help="where the file and caches go")
     parser.add_argument("--num-proc", type=int, default=2, help="task.num_proc for BPE")
     parser.add_argument("--vocab-size", type=int, default=8192, help="task.vocab_size of the trained BPE")
+    parser.add_argument("--bpe-train-bytes", default=None,
+                        help="task.bpe_train_bytes (the BPE's training sample; default: the task's, 100 MB; null: all)")
+    parser.add_argument("--only", nargs="+", choices=["byte", "char", "bpe"], default=["byte", "char", "bpe"],
+                        help="the tokenizers to time (byte includes the training start)")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     corpus = args.folder / "corpus.txt"
@@ -78,7 +109,10 @@ def main() -> None:
     rows = []
     for name, overrides in (("byte", ["task.tokenizer=byte"]), ("char", ["task.tokenizer=char"]),
                             ("bpe", ["task.tokenizer=bpe", f"task.vocab_size={args.vocab_size}",
-                                     f"task.num_proc={args.num_proc}"])):
+                                     f"task.num_proc={args.num_proc}"] +
+                             ([f"task.bpe_train_bytes={args.bpe_train_bytes}"] if args.bpe_train_bytes else []))):
+        if name not in args.only:
+            continue
         for cache in ("cache", "hf"):  # nothing prepared, nothing of HF datasets' text builder cached
             shutil.rmtree(args.folder / cache, ignore_errors=True)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MINRNN_CACHE_DIR": str(args.folder / "cache"),
@@ -88,7 +122,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         if name == "byte":  # a training start that reuses this corpus
-            train = [*minrnn, "train", "task=text", *base, *overrides, "trainer.max_steps=1", "task.eval_batches=1",
+            train = [sys.executable, "-c", TIMED_TRAIN, "train", "task=text", *base, *overrides,
+                     "trainer.max_steps=1", "task.eval_batches=1",
                      "task.sample_chars=0", "logger=none", "trainer.device=cpu",
                      f"hydra.run.dir={args.folder / 'run'}"]
             shutil.rmtree(args.folder / "run", ignore_errors=True)
@@ -97,10 +132,14 @@ def main() -> None:
             print(json.dumps(start), flush=True)
     print(f"\n{size / 1e6:.0f} MB file, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}")
-    print(f"{'stage':<30} {'seconds':>9} {'MB/s':>8} {'peak RSS MB':>12}")
+    print(f"{'stage':<30} {'seconds':>9} {'CPU s':>8} {'MB/s':>8} {'peak RSS MB':>12} {'load (1 min avg)':>17}")
     for row in rows:
-        print(f"{row['stage']:<30} {row['seconds']:>9.2f} {row.get('mb_per_s', float('nan')):>8.2f} "
-              f"{row['peak_rss_mb']:>12.1f}")
+        print(f"{row['stage']:<30} {row['seconds']:>9.2f} {row['cpu_s']:>8.2f} "
+              f"{row.get('mb_per_s', float('nan')):>8.2f} "
+              f"{row['peak_rss_mb']:>12.1f} {row['load_before']:>8.2f}->{row['load_after']:.2f}")
+        if "run_to_first_step_s" in row:
+            print(f"  of which the CLI's imports {row['cli_imports_s']:.2f} s, then the run's own work to its first "
+                  f"step {row['run_to_first_step_s']} s")
 
 
 if __name__ == "__main__":

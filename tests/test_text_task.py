@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, TINY_TRAINER, make_task, run_minrnn
+from conftest import TINY_MODEL, TINY_TRAINER, make_task, run_minrnn, task_config
 
 from minrnn_cli.errors import UserError
 from minrnn_cli.paths import shakespeare_path
 from minrnn_cli.tasks import build_task
+from minrnn_cli.tasks.corpus import direct
 from minrnn_cli.tasks.corpus import prepare as prepare_module
 from minrnn_cli.tasks.corpus.tokenizers import BPECodec, ByteCodec, CharCodec, codec_from_vocabulary, train_bpe
 from minrnn_cli.tasks.text import full_split_loss
@@ -226,9 +227,9 @@ def test_the_cache_is_hit_and_invalidated_by_a_changed_file_or_tokenizer(tmp_pat
     path.write_text(TEXT)
     first = text_task(data_files=str(path))
     runs = []
-    monkeypatch.setattr(prepare_module.Preparation, "run",
-                        lambda self, chosen, original=prepare_module.Preparation.run: runs.append(1) or
-                        original(self, chosen))
+    for kind in (prepare_module.Preparation, direct.DirectPreparation):
+        monkeypatch.setattr(kind, "run", lambda self, chosen, original=kind.run: runs.append(1) or
+                            original(self, chosen))
     assert text_task(data_files=str(path)).corpus.folder == first.corpus.folder and runs == []
     assert text_task(data_files=str(path), tokenizer="byte").corpus.folder != first.corpus.folder
     path.write_text(TEXT.replace("fox", "cat"))
@@ -237,23 +238,35 @@ def test_the_cache_is_hit_and_invalidated_by_a_changed_file_or_tokenizer(tmp_pat
     assert len(runs) == 2 and len(entries(cache)) == 3
 
 
-def test_an_interrupted_preparation_leaves_nothing_that_is_read(tmp_path, cache, monkeypatch):
+@pytest.mark.parametrize("path_kind", ["direct", "datasets"])
+def test_an_interrupted_preparation_leaves_nothing_that_is_read(tmp_path, cache, monkeypatch, path_kind):
     path = tmp_path / "t.txt"
     path.write_text(TEXT)
-    original = prepare_module.Preparation.write_split
+    if path_kind == "direct":
+        kind, name = direct.DirectPreparation, "write_part"
+        original = kind.write_part
 
-    def interrupted(self, split, parts, tokenise):
-        counts = original(self, split, parts, tokenise)
-        if split == "val":
-            raise KeyboardInterrupt  # after train.bin and val.bin, before meta.json and the rename
-        return counts
+        def interrupted(self, split, *args):
+            original(self, split, *args)
+            if split.name == "val":
+                raise KeyboardInterrupt  # after train.bin and part of val.bin, before meta.json and the rename
+    else:
+        monkeypatch.setattr(direct, "usable", lambda source, settings: False)
+        kind, name = prepare_module.Preparation, "write_split"
+        original = kind.write_split
 
-    monkeypatch.setattr(prepare_module.Preparation, "write_split", interrupted)
+        def interrupted(self, split, parts, tokenise):
+            counts = original(self, split, parts, tokenise)
+            if split == "val":
+                raise KeyboardInterrupt  # after train.bin and val.bin, before meta.json and the rename
+            return counts
+
+    monkeypatch.setattr(kind, name, interrupted)
     with pytest.raises(KeyboardInterrupt):
         text_task(data_files=str(path))
     assert entries(cache) == []
     # a folder a killed process left (no process has its id) is removed, never read
-    monkeypatch.setattr(prepare_module.Preparation, "write_split", original)
+    monkeypatch.setattr(kind, name, original)
     key = prepare_module.cache_key(*key_parts(path))
     abandoned = cache / f".{key}.tmp-999999999-deadbeef"
     abandoned.mkdir(parents=True)
@@ -261,6 +274,105 @@ def test_an_interrupted_preparation_leaves_nothing_that_is_read(tmp_path, cache,
     task = text_task(data_files=str(path))
     assert split_text(task, "train") + split_text(task, "val") == TEXT
     assert entries(cache) == [task.corpus.folder]
+
+
+def prepared_files(task) -> dict:
+    folder = task.corpus.folder
+    meta = json.loads((folder / "meta.json").read_text())
+    return {"splits": meta["splits"], "dtype": meta["dtype"], "vocabulary": task.codec.vocabulary(),
+            **{split: (folder / f"{split}.bin").read_bytes() for split in meta["splits"]}}
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "char", "bpe"])
+def test_text_files_read_directly_give_the_datasets_path_tokens(tokenizer, tmp_path, monkeypatch):
+    """corpus.direct (chunks as small as a few bytes, so characters and lines are cut at chunk boundaries) ==
+    the datasets text builder and datasets.map, token for token, with files of several lines, one without a
+    final line break, multi-byte characters, leading and trailing spaces, and a test split."""
+    lines = [f"{'  ' * (i % 3)}line {i} é日本{'!' * (i % 4)} \U0001F600 {' ' * (i % 2)}\n" for i in range(300)]
+    (tmp_path / "a.txt").write_text("".join(lines[:170]) + "no newline at the end")
+    (tmp_path / "b.txt").write_text("\n\n" + "".join(lines[170:]))
+    settings = {"data_files": str(tmp_path / "*.txt"), "tokenizer": tokenizer, "test_fraction": 0.05,
+                "vocab_size": 300, "bpe_train_bytes": None}
+    monkeypatch.setattr(direct, "CHUNK", 7)
+    monkeypatch.setattr(direct, "BPE_CHUNK", 11)
+    fast = text_task(**settings)
+    monkeypatch.setenv("MINRNN_CACHE_DIR", str(tmp_path / "other"))
+    monkeypatch.setattr(direct, "usable", lambda source, settings: False)
+    slow = text_task(**settings)
+    assert fast.corpus.folder.name == slow.corpus.folder.name  # the same entry, whichever path made it
+    assert prepared_files(fast) == prepared_files(slow)
+    assert fast.splits == ("val", "test") and all(fast.corpus.meta["splits"][s]["tokens"] for s in ("val", "test"))
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "char"])
+def test_text_read_directly_is_still_checked(tokenizer, tmp_path, cache, monkeypatch):
+    """Bytes that are not UTF-8 (or NUL) past the first chunk: the one-line error, and no cache entry."""
+    monkeypatch.setattr(direct, "CHUNK", 16)
+    path = tmp_path / "t.txt"
+    path.write_bytes(TEXT.encode() + b"\xff\xfe" + TEXT.encode())
+    with pytest.raises(UserError, match=f"t.txt is not UTF-8 text \\(byte {len(TEXT.encode())}\\)"):
+        text_task(data_files=str(path), tokenizer=tokenizer)
+    path.write_bytes(TEXT.encode() + b"\x00")
+    with pytest.raises(UserError, match="looks binary"):
+        text_task(data_files=str(path), tokenizer=tokenizer)
+    assert entries(cache) == []
+
+
+def test_the_shakespeare_preset_read_directly_equals_the_datasets_path(tmp_path, monkeypatch):
+    fast = make_task("shakespeare")
+    monkeypatch.setenv("MINRNN_CACHE_DIR", str(tmp_path / "other"))
+    monkeypatch.setattr(direct, "usable", lambda source, settings: False)
+    assert prepared_files(make_task("shakespeare")) == prepared_files(fast)
+
+
+def test_a_cache_hit_reads_no_file_and_imports_no_datasets(tmp_path, cache, monkeypatch):
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT * 3)
+    first = text_task(data_files=str(path), tokenizer="byte")
+    config = {**task_config("text"), "data_files": str(path), "tokenizer": "byte", **SMALL}
+    script = ("import sys; from minrnn_cli.tasks import build_task; "
+              "from minrnn_cli.tasks.corpus import direct, sources; "
+              "direct.decoded_chunks = direct.raw_chunks = None; "
+              "sources.check_file = (lambda check: lambda path, text, content=True: 1 / 0 if content and text "
+              "else check(path, text, content))(sources.check_file); "
+              f"task = build_task({config!r}); "
+              "print(task.corpus.folder.name, 'datasets' in sys.modules, 'pyarrow' in sys.modules)")
+    env = {**__import__("os").environ, "MINRNN_CACHE_DIR": str(cache.parent)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [first.corpus.folder.name, "False", "False"]
+
+
+def test_a_rewrite_that_keeps_size_and_times_is_caught_by_the_racy_digest(tmp_path, cache, monkeypatch):
+    from minrnn_cli.tasks.corpus import sources
+
+    path = tmp_path / "t.txt"
+    path.write_text(TEXT)
+    first = text_task(data_files=str(path))
+    assert "files_digest" in first.corpus.meta  # prepared right after the file was written: racy
+    stats = sources.file_stats([path])
+    path.write_text(TEXT.replace("fox", "cat"))  # the same size; as if in the same clock tick:
+    monkeypatch.setattr(sources, "file_stats", lambda files: stats)
+    changed = text_task(data_files=str(path))
+    assert changed.corpus.folder == first.corpus.folder and "cat" in split_text(changed, "train")
+
+
+def test_a_bpe_trained_on_a_bounded_sample(tmp_path, monkeypatch):
+    (tmp_path / "t.txt").write_text("".join(f"{i} {ROWS[i % len(ROWS)]}\n" for i in range(3000)))
+    monkeypatch.setattr(direct, "BLOCK", 1000)
+    seen = []
+    original = direct.train_bpe
+    monkeypatch.setattr(direct, "train_bpe", lambda texts, size: original(
+        (seen.append(sum(len(row.encode()) for row in batch)) or batch for batch in texts), size))
+    bounded = text_task(data_files=str(tmp_path / "t.txt"), tokenizer="bpe", vocab_size=300, bpe_train_bytes=10_000)
+    assert 5_000 <= sum(seen) <= 10_000 and len(seen) == 10  # ten stretches of whole lines
+    whole = text_task(data_files=str(tmp_path / "t.txt"), tokenizer="bpe", vocab_size=300, bpe_train_bytes=None)
+    assert bounded.corpus.folder != whole.corpus.folder and sum(seen) > 100_000
+    assert split_text(bounded, "val") == split_text(whole, "val")  # tokens differ, the text does not
 
 
 def key_parts(path: Path):

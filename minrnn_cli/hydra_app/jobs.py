@@ -40,7 +40,7 @@ def generate_job(cfg: DictConfig) -> None:
 
 def prepare_job(cfg: DictConfig) -> None:
     """`minrnn prepare`: the task's corpus tokenised into the cache, and a summary of it."""
-    from minrnn_cli.tasks.text import prepare_job as prepare
+    from minrnn_cli.tasks.corpus.job import prepare_job as prepare
     from minrnn_cli.tracking.tables import print_summary
 
     summary = prepare(OmegaConf.to_container(cfg.task, resolve=True))

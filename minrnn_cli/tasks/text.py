@@ -14,11 +14,8 @@ across tokenizers: mean nats per token x tokens / bytes / ln 2) and, for the cha
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import sys
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -28,62 +25,13 @@ from torch import Tensor
 from minrnn_cli.device import autocast
 from minrnn_cli.errors import UserError
 from minrnn_cli.models.heads import TokenHead
-from minrnn_cli.paths import shakespeare_path
 from minrnn_cli.tasks.base import Task, random_offsets, require_at_least, score_batches
+from minrnn_cli.tasks.corpus.job import prepare_corpus, prepare_job, progress_display  # noqa: F401 (their home)
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED = 0
-PACKAGED = {"shakespeare": shakespeare_path}  # presets whose corpus ships inside the package (data_files=null)
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
-
-
-def prepare_corpus(*, name: str, dataset, dataset_config, data_files, text_column, tokenizer, vocab_size,
-                   split_names, val_fraction, test_fraction, separator, num_proc, download, **_):
-    """The task's prepared corpus (tasks.corpus.prepare.Prepared), made now with a progress display if the
-    cache lacks it."""
-    from minrnn_cli.tasks.corpus.prepare import Settings, prepare
-    from minrnn_cli.tasks.corpus.sources import load_source
-
-    packaged = PACKAGED[name]() if name in PACKAGED else None
-    source = load_source(dataset=dataset, dataset_config=dataset_config, data_files=data_files,
-                         download=bool(download), packaged=packaged, task=name)
-    settings = Settings(text_column=text_column, tokenizer=str(tokenizer), vocab_size=vocab_size,
-                        split_names=dict(split_names) if split_names is not None else None,
-                        val_fraction=val_fraction, test_fraction=test_fraction, separator=separator,
-                        num_proc=num_proc)
-    with progress_display(source.key) as progress:
-        return prepare(source, settings, progress)
-
-
-@contextlib.contextmanager
-def progress_display(what: str) -> Iterator:
-    """A callback told each stage of a preparation: a rich progress bar on a terminal, log lines elsewhere.
-    Nothing shows when the cache already holds the corpus."""
-    state = {}
-
-    def stage(text: str) -> None:
-        if "started" not in state:
-            state["started"] = True
-            log.info(f"preparing the corpus of {what} (once: later runs read it from the cache)")
-            if sys.stderr.isatty():
-                from rich.console import Console
-                from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-                bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                               console=Console(stderr=True), transient=True)
-                bar.start()
-                state["bar"], state["task"] = bar, bar.add_task(text, total=None)
-        if "bar" in state:
-            state["bar"].update(state["task"], description=text)
-        else:
-            log.info(text)
-
-    try:
-        yield stage
-    finally:
-        if "bar" in state:
-            state["bar"].stop()
 
 
 class TextTask(Task):
@@ -92,7 +40,8 @@ class TextTask(Task):
     def __init__(self, *, name: str, dataset: str | None, dataset_config: str | None, data_files,
                  text_column: str, tokenizer: str, vocab_size: int | None, split_names, val_fraction: float | None,
                  test_fraction: float | None, separator: str | None, num_proc: int, download: bool,
-                 eval_full: bool, seq_len: int, batch_size: int, eval_batches: int, sample_chars: int):
+                 eval_full: bool, seq_len: int, batch_size: int, eval_batches: int, sample_chars: int,
+                 bpe_train_bytes: int | None = None):
         require_at_least("task.seq_len", seq_len, 1)
         require_at_least("task.batch_size", batch_size, 1)
         require_at_least("task.eval_batches", eval_batches, 1)
@@ -104,7 +53,7 @@ class TextTask(Task):
             name=name, dataset=dataset, dataset_config=dataset_config, data_files=data_files,
             text_column=text_column, tokenizer=tokenizer, vocab_size=vocab_size, split_names=split_names,
             val_fraction=val_fraction, test_fraction=test_fraction, separator=separator, num_proc=num_proc,
-            download=download)
+            download=download, bpe_train_bytes=bpe_train_bytes)
         self.codec = self.corpus.codec
         self.vocab_size = self.codec.vocab_size
         self.head = TokenHead(self.vocab_size)
@@ -215,18 +164,3 @@ def upgrade_shakespeare(options: dict) -> dict:
             "tokenizer": "char", "vocab_size": None, "split_names": None, "val_fraction": 0.1,
             "test_fraction": 0.0, "separator": None, "num_proc": 1, "download": False, "eval_full": False,
             **options}
-
-
-def prepare_job(task_cfg) -> dict:
-    """`minrnn prepare`: the task's corpus in the cache; a summary of what is there."""
-    options = dict(task_cfg)
-    name = options.get("name")
-    from minrnn_cli.tasks import TASKS
-
-    if name not in TASKS or TASKS[name].factory != f"{__name__}:TextTask":
-        texts = ", ".join(task for task, entry in TASKS.items() if entry.factory == f"{__name__}:TextTask")
-        raise UserError(f"task={name} has no corpus to prepare; choose a text task: {texts}")
-    corpus = prepare_corpus(**options)
-    return {"folder": str(corpus.folder), "tokenizer": corpus.codec.kind, "vocab_size": corpus.codec.vocab_size,
-            "dtype": corpus.meta["dtype"], **{f"{split}_{key}": value for split, counts in corpus.meta["splits"].items()
-                                              for key, value in counts.items()}}

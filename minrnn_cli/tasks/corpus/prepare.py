@@ -1,9 +1,11 @@
 """A corpus prepared once: its splits tokenised into flat uint16 (uint32 past 65,536 ids) files, nanoGPT's
 prepare.py shape, with meta.json beside them, cached under $MINRNN_CACHE_DIR/corpora/<key> (else
-~/.cache/minrnn/corpora). The key hashes the dataset's fingerprint, the tokenizer (and its file), the split
-settings, the text column and the separator, so a changed source or tokenizer gets a new entry, never a stale
-one. An entry is written into a temporary folder renamed into place at the end: an interrupted preparation
-leaves nothing that is read later, and the next run redoes it.
+~/.cache/minrnn/corpora). The key hashes the dataset's fingerprint (for local text files: their path, size,
+mtime, ctime and inode, see corpus.direct), the tokenizer (and its file), the split settings, the text column
+and the separator, so a changed source or tokenizer gets a new entry, never a stale one. Local text files with
+splits by fraction are read directly (corpus.direct, the same tokens as the datasets path below). An entry is
+written into a temporary folder renamed into place at the end: an interrupted preparation leaves nothing that
+is read later, and the next run redoes it.
 
 Splits are the dataset's own (task.split_names) or carved by fraction out of one split at the TEXT level: the
 stream of rows (each with the separator appended) is cut at character offsets, at byte offsets for the byte
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +58,7 @@ class Settings:
     test_fraction: float | None
     separator: str | None  # appended to every row; None: "" for text files, "\n" otherwise
     num_proc: int
+    bpe_train_bytes: int | None = None  # a trained BPE learns from at most this many bytes of the training split
 
 
 @dataclass
@@ -90,6 +94,10 @@ def check_settings(settings: Settings) -> None:
     if settings.tokenizer == "bpe" and not (isinstance(settings.vocab_size, int) and settings.vocab_size >= 257):
         raise UserError(f"task.vocab_size={settings.vocab_size!r} is invalid: a trained BPE needs an integer >= 257 "
                         "(the 256 bytes and at least one merge)")
+    if settings.bpe_train_bytes is not None and not (isinstance(settings.bpe_train_bytes, int) and
+                                                     settings.bpe_train_bytes >= 1):
+        raise UserError(f"task.bpe_train_bytes={settings.bpe_train_bytes!r} is invalid: it must be a positive "
+                        "integer (bytes) or null (the whole training split)")
     if not (isinstance(settings.num_proc, int) and settings.num_proc >= 1):
         raise UserError(f"task.num_proc={settings.num_proc!r} is invalid: it must be an integer >= 1")
     if settings.split_names is not None:
@@ -110,26 +118,58 @@ def check_settings(settings: Settings) -> None:
 
 def prepare(source: Source, settings: Settings, progress: Callable[[str], None] | None = None) -> Prepared:
     """The prepared corpus for `source` and `settings`, from the cache or made now (`progress(stage)`: told
-    each stage as it starts)."""
+    each stage as it starts). Local text files with splits by fraction are read directly (corpus.direct): a
+    corpus found in the cache then needs neither HF datasets nor a read of the files."""
+    from minrnn_cli.tasks.corpus import direct
+
     check_settings(settings)
     separator = settings.separator if settings.separator is not None else ("" if source.text_files else "\n")
-    parts_source = choose_splits(source, settings)
-    for split, dataset in parts_source.items():
-        text_column(dataset, settings.text_column, source, split)
+    parts_source = None
+    if source.files is not None and settings.split_names is None:  # the text builder's one split, one column
+        if settings.text_column != "text":
+            raise UserError(f"task.text_column={settings.text_column}: {source.key} has no such column; its "
+                            "columns are text")
+    else:
+        parts_source = choose_splits(source, settings)
+        for split, dataset in parts_source.items():
+            text_column(dataset, settings.text_column, source, split)
     key = cache_key(source, settings, separator)
     folder = cache_dir("corpora") / key
     if (folder / META).is_file():
         try:
-            return load_prepared(folder)
+            prepared = load_prepared(folder)
+            if source.files is None or direct.still_fresh(prepared.meta, source.files):
+                return prepared
+            log.warning(f"{source.key} changed without changing its size or times; preparing it again")
+            shutil.rmtree(folder, ignore_errors=True)
         except (OSError, ValueError, KeyError, UserError) as error:
             log.warning(f"the prepared corpus {folder} is unreadable ({error}); preparing it again")
             shutil.rmtree(folder, ignore_errors=True)
     work = folder.parent / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    progress = progress or (lambda stage: None)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(folder)
         work.mkdir()
-        Preparation(source, settings, separator, work, progress or (lambda stage: None)).run(parts_source)
+        digest = racy_digest(source.files) if source.files is not None else None
+        scanned = None
+        if parts_source is None and separator == "" and direct.usable(source, settings):
+            progress("reading the text files")
+            scanned = direct.scan(source.files, settings.tokenizer == "byte")
+        if scanned is not None and not scanned.returns:
+            try:
+                direct.DirectPreparation(source, settings, work, progress).run(scanned)
+            except direct.CarriageReturns:  # found while writing: the datasets path, from an empty folder
+                for leftover in work.iterdir():
+                    leftover.unlink()
+                scanned = None
+        if scanned is None or scanned.returns:
+            if parts_source is None:
+                parts_source = choose_splits(source, settings)
+            Preparation(source, settings, separator, work, progress).run(parts_source)
+        if digest is not None:
+            meta = json.loads((work / META).read_text())
+            (work / META).write_text(json.dumps({**meta, "files_digest": digest}, indent=1, default=str))
         try:
             work.rename(folder)
         except OSError:  # another process finished the same entry first: theirs is as good
@@ -141,6 +181,19 @@ def prepare(source: Source, settings: Settings, progress: Callable[[str], None] 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return load_prepared(folder)
+
+
+def racy_digest(files: list[Path]) -> str | None:
+    """Text files are keyed by their stats: if one changed within RACY_NS of now, a rewrite in the same clock
+    tick with the same size would keep the key, so the entry records the files' digest (taken before they are
+    read: a later rewrite then never matches it) and each use checks it."""
+    from minrnn_cli.tasks.corpus import direct
+    from minrnn_cli.tasks.corpus.sources import file_stats
+
+    now = time.time_ns()
+    if any(max(stat[2], stat[3]) > now - direct.RACY_NS for stat in file_stats(files)):
+        return direct.digest(files)
+    return None
 
 
 def choose_splits(source: Source, settings: Settings) -> dict:
@@ -171,6 +224,7 @@ def cache_key(source: Source, settings: Settings, separator: str) -> str:
         spec = f"{spec}:{hashlib.sha256(load_tokenizer(spec).to_str().encode()).hexdigest()}"
     parts = {"version": FORMAT_VERSION, "source": source.fingerprint, "tokenizer": spec,
              "vocab_size": settings.vocab_size if settings.tokenizer == "bpe" else None,
+             "bpe_train_bytes": settings.bpe_train_bytes if settings.tokenizer == "bpe" else None,
              "split_names": dict(settings.split_names) if settings.split_names is not None else None,
              "val_fraction": settings.val_fraction, "test_fraction": settings.test_fraction,
              "column": settings.text_column, "separator": separator}
@@ -409,15 +463,25 @@ class Preparation:
         text = (dataset[row][self.column] or "") + self.separator
         return Piece(text.encode("utf-8")[start:stop] if self.in_bytes else text[start:stop])
 
-    def texts(self, parts: list):
-        """The split's text in batches of rows (each with the separator), for building a vocabulary."""
+    def texts(self, parts: list, limit: int | None = None):
+        """The split's text in batches of rows (each with the separator), for building a vocabulary; with
+        `limit`, about that many bytes: every k-th batch, k from the first batch's bytes per row."""
+        every, index = 1, 0
         for part in parts:
             if isinstance(part, Piece):
                 yield [part.text]
                 continue
             for start in range(part.start, part.stop, BATCH_ROWS):
+                index += 1
+                if (index - 1) % every:
+                    continue
                 rows = part.dataset[start:min(start + BATCH_ROWS, part.stop)][self.column]
-                yield [(row or "") + self.separator for row in rows]
+                batch = [(row or "") + self.separator for row in rows]
+                if limit and index == 1:
+                    total_rows = sum(p.stop - p.start for p in parts if isinstance(p, Rows))
+                    estimate = sum(len(row.encode("utf-8")) for row in batch) / max(len(batch), 1) * total_rows
+                    every = max(int(-(-estimate // limit)), 1)
+                yield batch
 
     def make_codec(self, train_parts: list):
         spec = self.settings.tokenizer
@@ -439,7 +503,7 @@ class Preparation:
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         if spec == "bpe":
             self.progress(f"training a BPE tokenizer ({self.settings.vocab_size:,} ids) on the training split")
-            return BPECodec(train_bpe(self.texts(train_parts), self.settings.vocab_size))
+            return BPECodec(train_bpe(self.texts(train_parts, self.settings.bpe_train_bytes), self.settings.vocab_size))
         return BPECodec(load_tokenizer(spec))
 
     def write_split(self, split: str, parts: list, tokenise: Tokenise) -> tuple[dict, int]:

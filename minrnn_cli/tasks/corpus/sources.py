@@ -3,7 +3,9 @@ arrow; one, a list or globs), a folder written by `Dataset.save_to_disk`, or a H
 the local HF cache unless `task.download=true`). The Arrow tables stay memory-mapped: no text is read whole.
 
 Text files (.txt, or any suffix the other builders do not take, such as enwik8's none) are read line by line
-with their line breaks kept, so the rows concatenated give each file back exactly.
+with their line breaks kept, so the rows concatenated give each file back exactly. Their Source is made from
+the files' stats alone: corpus.direct reads them itself, and HF datasets loads them only when asked
+(`Source.splits`), so a run that finds their corpus prepared neither reads them nor imports datasets.
 """
 
 from __future__ import annotations
@@ -33,10 +35,19 @@ MISSING_CORPUS = {"enwik8": "task enwik8 needs the enwik8 file: unzip http://mat
 
 @dataclass
 class Source:
-    splits: dict  # the dataset's own splits: {name: datasets.Dataset}
+    loaded: dict | None  # the dataset's own splits: {name: datasets.Dataset}; None: not loaded yet (files)
     key: str  # the option that named it, for messages: "task.data_files=a.txt"
     fingerprint: str  # changes whenever the rows may have changed
     text_files: bool  # rows are lines of text files (the automatic separator is then "")
+    files: list[Path] | None = None  # the text files themselves (read directly by corpus.direct, no datasets)
+
+    @property
+    def splits(self) -> dict:
+        """The splits through HF datasets (a text-files source loads them at the first use only: a prepared
+        corpus found in the cache never needs them)."""
+        if self.loaded is None:
+            self.loaded = load_text_files(self.files, self.key)
+        return self.loaded
 
 
 def load_source(*, dataset: str | None, dataset_config: str | None, data_files, download: bool,
@@ -46,9 +57,6 @@ def load_source(*, dataset: str | None, dataset_config: str | None, data_files, 
     if dataset and data_files:
         raise UserError(f"task.dataset={dataset} and task.data_files={data_files} are both set; give one of them")
     set_offline(not download)
-    import datasets
-
-    datasets.disable_progress_bars()
     if dataset:
         folder = Path(dataset).expanduser()
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
@@ -96,28 +104,64 @@ def builder_of(path: Path) -> str:
     return BUILDERS.get(path.suffix.lower(), "text")
 
 
+def import_datasets():
+    import datasets
+
+    datasets.disable_progress_bars()
+    return datasets
+
+
+def file_stats(files: list[Path]) -> list[tuple]:
+    """What identifies the files' contents without reading them: path, size, mtime_ns, ctime_ns and inode
+    (a rewrite changes the times; one within the filesystem's clock tick is caught by corpus.direct's check of
+    "racy" entries)."""
+    stats = []
+    for path in files:
+        info = path.stat()
+        stats.append((str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino))
+    return stats
+
+
 def from_files(files: list[Path], key: str) -> Source:
     builders = {builder_of(path) for path in files}
     if len(builders) > 1:
         raise UserError(f"{key} mixes file kinds ({', '.join(sorted(builders))}); give files of one kind")
     builder = builders.pop()
+    if builder == "text":  # read directly when prepared (corpus.direct); the key from the files' stats alone
+        for path in files:
+            check_file(path, text=True, content=False)  # exists, a regular file, not empty: its text is checked
+            # when it is read
+        stats = file_stats(files)
+        fingerprint = hashlib.sha256(repr(("text-files", stats)).encode()).hexdigest()
+        return Source(None, key, fingerprint, True, files=list(files))
     for path in files:
-        if check_file(path, text=builder == "text"):
-            log.warning(f"{path} has carriage returns: HF datasets' text builder reads \\r\\n and \\r as \\n, so "
-                        "the corpus is this file with \\n line breaks")
-    options = {"sample_by": "line", "keep_linebreaks": True} if builder == "text" else {}
-    import datasets
-
+        check_file(path, text=False)
+    datasets = import_datasets()
     try:
-        loaded = datasets.load_dataset(builder, data_files=[str(path) for path in files], **options)
+        loaded = datasets.load_dataset(builder, data_files=[str(path) for path in files])
     except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
         raise UserError(f"{key}: not readable as {builder} ({one_line(error)})") from None
     stats = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
-    return Source(dict(loaded), key, fingerprint_of(loaded, stats), builder == "text")
+    return Source(dict(loaded), key, fingerprint_of(loaded, stats), False)
+
+
+def load_text_files(files: list[Path], key: str) -> dict:
+    """Text files through HF datasets' text builder: one row per line, line breaks kept."""
+    for path in files:
+        if check_file(path, text=True):
+            log.warning(f"{path} has carriage returns: HF datasets' text builder reads \\r\\n and \\r as \\n, so "
+                        "the corpus is this file with \\n line breaks")
+    datasets = import_datasets()
+    try:
+        loaded = datasets.load_dataset("text", data_files=[str(path) for path in files], sample_by="line",
+                                       keep_linebreaks=True)
+    except (ValueError, OSError, datasets.exceptions.DatasetGenerationError) as error:
+        raise UserError(f"{key}: not readable as text ({one_line(error)})") from None
+    return dict(loaded)
 
 
 def from_disk(folder: Path) -> Source:
-    import datasets
+    datasets = import_datasets()
 
     try:
         loaded = datasets.load_from_disk(str(folder))
@@ -128,7 +172,7 @@ def from_disk(folder: Path) -> Source:
 
 
 def from_hub(name: str, config: str | None, download: bool) -> Source:
-    import datasets
+    datasets = import_datasets()
 
     try:
         loaded = datasets.load_dataset(name, config)
@@ -166,10 +210,11 @@ def text_column(split, column: str, source: Source, split_name: str) -> None:
                         f"not text; its text columns are {', '.join(texts) or 'none'}")
 
 
-def check_file(path: Path, text: bool) -> bool:
+def check_file(path: Path, text: bool, content: bool = True) -> bool:
     """A one-line UserError unless `path` is a readable, non-empty regular file, and for a text file UTF-8
     without NUL bytes; whether the text holds carriage returns. Read in chunks, so a binary file is refused at
-    its first chunk and memory stays flat; a pipe or device is never opened."""
+    its first chunk and memory stays flat; a pipe or device is never opened. `content=False`: the file's stats
+    only (corpus.direct checks the text as it reads it)."""
     key = f"task.data_files={path}"
     wanted = "give a readable UTF-8 text file" if text else "give a readable file"
     try:
@@ -182,7 +227,7 @@ def check_file(path: Path, text: bool) -> bool:
         raise UserError(f"{key} is not a regular file (a pipe, socket or device); {wanted}")
     if size == 0:
         raise UserError(f"{key} is empty; {wanted}")
-    if not text:
+    if not text or not content:
         return False
     decoder, read, given_from, returns = codecs.getincrementaldecoder("utf-8")(), 0, 0, False
     try:
