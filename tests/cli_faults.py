@@ -50,7 +50,8 @@ def start_minrnn(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
 
 
 # A real `minrnn` process that signals itself at one phase of a run: on the `call`-th call of `function` in
-# `module` (the periodic and final evaluations: minrnn_cli.training.loop.evaluate; the closing text sample:
+# `module` (the periodic evaluations: minrnn_cli.training.loop.evaluate; the results after training:
+# minrnn_cli.training.loop.final_results; the closing text sample:
 # minrnn_cli.training.runs.closing_sample). Ctrl-C gets Python's own handler back first, as in a terminal,
 # whatever the test runner left it as (a child of a process ignoring SIGINT inherits that).
 SIGNAL_AT_PHASE = """

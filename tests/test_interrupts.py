@@ -229,27 +229,26 @@ def test_an_interrupted_sweep_job_advises_starting_the_sweep_again_not_a_checkpo
         assert "trainer.resume" not in advice
 
 
-def test_sigterm_in_the_final_evaluation_stops_at_once_and_resume_finishes_the_run(tmp_path, monkeypatch):
-    """TINY trains 4 steps, evaluating at 2 and 4; the third evaluation is the final one, where SIGTERM arrives.
-    The run stops there (exit 143, one line), and `trainer.resume=<last.pt>` writes the results without training:
-    the same metrics as an uninterrupted run."""
+def test_sigterm_while_the_results_are_written_stops_at_once_and_resume_finishes_the_run(tmp_path, monkeypatch):
+    """TINY trains 4 steps, evaluating at 2 and 4; SIGTERM arrives as the results are being written. The run stops
+    there (exit 143, one line), and `trainer.resume=<last.pt>` writes the results without training: the same
+    metrics as an uninterrupted run."""
     from minrnn_cli.training import loop
 
     monkeypatch.chdir(tmp_path)
     assert invoke(["train", *TINY, f"hydra.run.dir={tmp_path / 'reference'}"]).exit_code == 0
-    evaluate, calls = loop.evaluate, itertools.count(1)
+    final_results = loop.final_results
 
-    def sigterm_in_the_final_evaluation(*args, **kwargs):
-        if next(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return evaluate(*args, **kwargs)
+    def sigterm_in_the_results(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return final_results(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate", sigterm_in_the_final_evaluation)
+    monkeypatch.setattr(loop, "final_results", sigterm_in_the_results)
     line = assert_one_line_error(invoke(["train", *TINY, f"hydra.run.dir={tmp_path / 'stopped'}"]),
                                  128 + signal.SIGTERM)
-    assert "during the final evaluation" in line and "trainer.resume=" in line
+    assert "while the results were being written" in line and "trainer.resume=" in line
     assert not (tmp_path / "stopped" / "results.json").exists()
-    monkeypatch.setattr(loop, "evaluate", evaluate)
+    monkeypatch.setattr(loop, "final_results", final_results)
 
     last = tmp_path / "stopped" / "checkpoints" / "last.pt"
     assert invoke(["train", *TINY, f"trainer.resume={last}", f"hydra.run.dir={tmp_path / 'finished'}"]).exit_code == 0
@@ -264,9 +263,10 @@ def test_sigterm_in_the_final_evaluation_stops_at_once_and_resume_finishes_the_r
 
 
 # ---- a stop at every phase of a run, in a real process (tests/cli_faults.run_signalled_at) ---------------------
-# TINY trains 4 steps and evaluates at steps 2 and 4, then once more with the best weights (the final evaluation):
-# loop.evaluate's calls 1, 2 and 3.
-EVALUATE, SAMPLE = "minrnn_cli.training.loop:evaluate", "minrnn_cli.training.runs:closing_sample"
+# TINY trains 4 steps and evaluates at steps 2 and 4 (loop.evaluate's calls 1 and 2), then writes its results
+# (loop.final_results) and a closing sample.
+EVALUATE, RESULTS, SAMPLE = ("minrnn_cli.training.loop:evaluate", "minrnn_cli.training.loop:final_results",
+                             "minrnn_cli.training.runs:closing_sample")
 STOPS = pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 
 
@@ -289,11 +289,11 @@ def test_a_stop_during_a_periodic_evaluation_stops_after_it_with_that_step_saved
 
 
 @STOPS
-def test_a_stop_during_the_final_evaluation_ends_at_once_with_every_checkpoint_saved(signum, tmp_path):
-    result = run_signalled_at(EVALUATE, 3, signum, ["train", *TINY, "hydra.run.dir=run"], tmp_path)
+def test_a_stop_while_the_results_are_written_ends_at_once_with_every_checkpoint_saved(signum, tmp_path):
+    result = run_signalled_at(RESULTS, 1, signum, ["train", *TINY, "hydra.run.dir=run"], tmp_path)
     line = only_line(result, 128 + signum)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
-    assert f"stopped by {signal.Signals(signum).name} during the final evaluation" in line, line
+    assert f"stopped by {signal.Signals(signum).name} while the results were being written" in line, line
     assert "training finished at step 4" in line and f"trainer.resume={last}" in line
     assert load_checkpoint(last)["step"] == 4 and (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
     assert not (tmp_path / "run" / "results.json").exists()
@@ -320,7 +320,7 @@ def test_an_interrupted_sweep_started_again_as_advised_keeps_finished_jobs_and_c
     same sweep folder) keeps job 0 byte for byte without training it, and continues job 1 from its own step-2
     checkpoint in its own folder; a third start keeps both."""
     sweep = ["train", "-m", *TINY, "trainer.seed=1,2"]
-    result = run_signalled_at(EVALUATE, 4, signal.SIGTERM, sweep, tmp_path)  # job 1's first evaluation
+    result = run_signalled_at(EVALUATE, 3, signal.SIGTERM, sweep, tmp_path)  # job 1's first evaluation
     line = only_line(result, 128 + signal.SIGTERM)
     (folder,) = (tmp_path / "outputs" / "multirun").iterdir()
     rerun = f"hydra.sweep.dir={folder}"
@@ -348,10 +348,10 @@ def test_an_interrupted_sweep_started_again_as_advised_keeps_finished_jobs_and_c
     assert again.returncode == 0 and (again.stdout + again.stderr).count("not trained again") == 2, again.stderr
 
 
-def test_a_sweep_job_stopped_in_its_final_evaluation_is_finished_by_the_sweep_started_again(tmp_path):
+def test_a_sweep_job_stopped_while_writing_its_results_is_finished_by_the_sweep_started_again(tmp_path):
     sweep = ["train", "-m", *TINY, "trainer.seed=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    line = only_line(run_signalled_at(EVALUATE, 3, signal.SIGTERM, sweep, tmp_path), 128 + signal.SIGTERM)
-    assert "during the final evaluation" in line and "get the results with the same command (" in line, line
+    line = only_line(run_signalled_at(RESULTS, 1, signal.SIGTERM, sweep, tmp_path), 128 + signal.SIGTERM)
+    assert "while the results were being written" in line and "get the results with the same command (" in line, line
     assert "trainer.resume" not in line
     assert run_signalled_at(EVALUATE, 0, signal.SIGTERM, sweep, tmp_path).returncode == 0
     results = read_results(tmp_path / "sweep" / "0")

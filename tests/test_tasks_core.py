@@ -1,4 +1,4 @@
-"""The two core tasks: Tiny Shakespeare (data, split, blocks, loading through HF datasets) and Selective
+"""The two core tasks: Tiny Shakespeare (data, split, blocks, its prepared corpus) and Selective
 Copying (sequence layout, targets, fixed evaluation sets, scoring only the answers)."""
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ def test_shakespeare_vocabulary_and_split_are_nanogpts(shakespeare):
     assert decode(shakespeare.data["val"], shakespeare) == text[len(joined):]
 
 
-def test_shakespeare_loads_through_hf_datasets_into_its_cache(shakespeare):
-    cache = Path(os.environ["HF_DATASETS_CACHE"])
-    assert list(cache.rglob("*.arrow")), "the text builder left no Arrow cache"
+def test_shakespeare_is_prepared_once_into_the_corpus_cache(shakespeare):
+    """A local text file is read directly (tasks/corpus/direct.py), its ids kept in the corpus cache."""
+    cache = Path(os.environ["MINRNN_CACHE_DIR"]) / "corpora"
+    assert {path.name for path in cache.rglob("*.bin")} >= {"train.bin", "val.bin"}
 
 
 def test_shakespeare_batches_are_contiguous_blocks_shifted_by_one(shakespeare):

@@ -352,7 +352,7 @@ def stop_if_signalled(run: Run, stop) -> None:
 
 
 def stop_in_final_phase(run: Run, stop) -> None:
-    """From here on (the final evaluation) a stop needs no save: every checkpoint is written, so a signal
+    """From here on (the results) a stop needs no save: every checkpoint is written, so a signal
     ends the run at once, and `trainer.resume=<last.pt>` later finishes it."""
     last = run.checkpoints / "last.pt"
 

@@ -37,14 +37,15 @@ class Interrupted(UserError):
 
 
 class FinalPhaseInterrupted(UserError):
-    """A stop after the last training step, during the final evaluation: every checkpoint is saved, and a
-    resume from last.pt finishes the run (final evaluation and results) without training."""
+    """A stop after the last training step, while the results are being written (the best weights loaded, their
+    scores, the summary): every checkpoint is saved, and a resume from last.pt writes the results without
+    training."""
 
     ends_sweep = True
 
     def __init__(self, signum: int, step: int, checkpoint: Path):
-        self.where = (f"stopped by {signal.Signals(signum).name} during the final evaluation (training finished at "
-                      f"step {step}, checkpoints saved)")
+        self.where = (f"stopped by {signal.Signals(signum).name} while the results were being written (training "
+                      f"finished at step {step}, checkpoints saved)")
         super().__init__(f"{self.where}; get the results with the same command plus trainer.resume={checkpoint}")
         self.exit_code = 128 + signum
 
