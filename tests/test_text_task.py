@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -528,10 +529,16 @@ def test_prepare_then_train_then_generate_with_a_trained_bpe(tmp_path, cache):
     assert trained.exit_code == 0, trained.stderr
     results = json.loads(next((tmp_path / "outputs" / "runs").glob("*/results.json")).read_text())
     assert {"val_loss", "val_ppl", "val_bpb"} <= set(results) and "val_bpc" not in results
+    # generation needs the checkpoint alone (its tokenizer is in it): the corpus and its cache entry are gone
+    (tmp_path / "t.txt").rename(tmp_path / "moved.txt")
+    shutil.rmtree(cache)
     generated = run_minrnn(tmp_path, "generate", "checkpoint=latest", "prompt=line", "max_new_tokens=5",
                            "trainer.device=cpu")
     assert generated.exit_code == 0, generated.stderr
     sample = next((tmp_path / "outputs" / "samples").glob("*/sample.txt")).read_text()
-    assert sample.startswith("line") and len(sample) > 4 and len(entries(cache)) == 1
+    assert sample.startswith("line") and len(sample) > 4 and not cache.exists()
+    # evaluation scores the task's data, so it says which file is missing
+    refused = run_minrnn(tmp_path, "eval", "checkpoint=latest", "trainer.device=cpu")
+    assert refused.exit_code == 2 and "t.txt" in refused.stderr
     refused = run_minrnn(tmp_path, "prepare", "task=listops")
     assert refused.exit_code == 2 and "has no corpus to prepare" in refused.stderr

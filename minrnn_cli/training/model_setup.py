@@ -27,13 +27,18 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> None:
 
 def build_task_model(model_cfg: Mapping[str, Any], task) -> nn.Module:
     """The configured model with the head `task.head` asks for (a language model, a classifier, a policy)."""
+    return build_headed_model(model_cfg, task.head)
+
+
+def build_headed_model(model_cfg: Mapping[str, Any], head) -> nn.Module:
+    """The configured model under `head` (models/heads.py)."""
     from minrnn_cli.models import build_model
 
     check_model_config(model_cfg)
     options = dict(model_cfg)
     name = options.pop("name")
     try:
-        return build_model(name, task.head, **options)
+        return build_model(name, head, **options)
     except (ValueError, TypeError) as error:  # options valid one by one that do not fit together
         raise UserError(f"model {name}: {error}") from None
 

@@ -117,12 +117,10 @@ def closing_sample(trained, length: int, seed: int) -> str:
                        seed=seed, device=trained.device)
 
 
-def load_trained(cfg: DictConfig):
-    """(model on its device, task, checkpoint payload, device, checkpoint path) for eval and generate."""
+def open_checkpoint(cfg: DictConfig):
+    """(checkpoint payload, its path, device) for eval and generate."""
     from minrnn_cli.device import resolve_device
-    from minrnn_cli.tasks import build_task
-    from minrnn_cli.training.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-    from minrnn_cli.training.model_setup import build_task_model
+    from minrnn_cli.training.checkpoint import load_checkpoint, resolve_checkpoint
 
     check_runtime(cfg.trainer)
     given = [group for group in TRAIN_ONLY_GROUPS if group in cfg]
@@ -132,13 +130,29 @@ def load_trained(cfg: DictConfig):
     apply_process_settings()
     device = resolve_device(cfg.trainer.device)
     path = resolve_checkpoint(str(cfg.checkpoint), outputs_dir(cfg.get("outputs_dir")))
-    payload = load_checkpoint(path)
+    return load_checkpoint(path), path, device
+
+
+def restore_model(payload: dict, path: Path, head, device):
+    """The checkpoint's model under `head`, its weights loaded, on `device`."""
+    from minrnn_cli.training.checkpoint import load_model_state
+    from minrnn_cli.training.model_setup import build_headed_model
+
     trained = payload["config"]
-    task = build_task(trained["task"])
-    model = build_task_model(trained["model"], task)
+    model = build_headed_model(trained["model"], head)
     load_model_state(model, payload, path)
     log.info(f"loaded {path} ({trained['model']['name']} on {trained['task']['name']}, step {payload['step']})")
-    return model.to(device), task, payload, device, path
+    return model.to(device)
+
+
+def load_trained(cfg: DictConfig):
+    """(model on its device, task, checkpoint payload, device, checkpoint path) for eval: the task is rebuilt
+    from the checkpoint's config (its evaluation sets need its data)."""
+    from minrnn_cli.tasks import build_task
+
+    payload, path, device = open_checkpoint(cfg)
+    task = build_task(payload["config"]["task"])
+    return restore_model(payload, path, task.head, device), task, payload, device, path
 
 
 def eval_run(cfg: DictConfig, run_dir: Path) -> None:
@@ -160,17 +174,20 @@ def eval_run(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def generate_run(cfg: DictConfig, run_dir: Path) -> None:
+    from minrnn_cli.models.heads import TokenHead
     from minrnn_cli.tasks.corpus.tokenizers import codec_from_vocabulary
     from minrnn_cli.training.sampling import sample_text
 
     check_generate_config(cfg)
-    model, task, payload, device, path = load_trained(cfg)
+    payload, path, device = open_checkpoint(cfg)
+    # the checkpoint alone: its tokenizer travels in it, so the corpus need not be there any more
     codec = codec_from_vocabulary(payload.get("vocabulary", {}), f"checkpoint {path}")
     if codec is None:
-        raise UserError(f"checkpoint {path} is a {task.name} model; generate needs a text model (shakespeare, text, "
-                        "enwik8, wikitext103)")
+        raise UserError(f"checkpoint {path} is a {payload['config']['task']['name']} model; generate needs a text "
+                        "model (shakespeare, text, enwik8, wikitext103)")
     if cfg.top_k is not None and cfg.top_k > codec.vocab_size:
         raise UserError(f"top_k={cfg.top_k} is invalid: the model's vocabulary has {codec.vocab_size} tokens")
+    model = restore_model(payload, path, TokenHead(codec.vocab_size), device)
     print(f"seed={cfg.seed} (with the prompt, it fixes the sample: seed=N gives another one)", file=sys.stderr,
           flush=True)
     text = sample_text(model, codec, cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.seed, device,
