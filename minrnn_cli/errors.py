@@ -23,6 +23,13 @@ class UserError(Exception):
         return f"error: {super().__str__()}"
 
 
+def require_flag(key: str, value) -> bool:
+    """A true/false option as given (`task.eval_full=5` or `=yes` is a mistake, not a truthy value)."""
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r} is invalid: it must be true or false")
+    return value
+
+
 class UserAbort(BaseException):
     """A job's one-line failure on its way to the CLI."""
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minrnn_cli.device import autocast
-from minrnn_cli.errors import UserError
+from minrnn_cli.errors import UserError, require_flag
 from minrnn_cli.models.heads import TokenHead
 from minrnn_cli.tasks.base import Task, random_offsets, require_at_least, score_batches
 from minrnn_cli.tasks.corpus.job import prepare_corpus, prepare_job, progress_display  # noqa: F401 (their home)
@@ -48,7 +48,7 @@ class TextTask(Task):
         require_at_least("task.sample_chars", sample_chars, 0)
         self.name = name
         self.seq_len, self.batch_size, self.eval_batches = seq_len, batch_size, eval_batches
-        self.sample_chars, self.eval_full = sample_chars, bool(eval_full)
+        self.sample_chars, self.eval_full = sample_chars, require_flag("task.eval_full", eval_full)
         self.corpus = prepare_corpus(
             name=name, dataset=dataset, dataset_config=dataset_config, data_files=data_files,
             text_column=text_column, tokenizer=tokenizer, vocab_size=vocab_size, split_names=split_names,

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from minrnn_cli.errors import UserError
+from minrnn_cli.errors import UserError, require_flag
 from minrnn_cli.paths import shakespeare_path
 
 log = logging.getLogger("minrnn_cli.tasks.text")
@@ -27,7 +27,7 @@ def prepare_corpus(*, name: str, dataset, dataset_config, data_files, text_colum
 
     packaged = PACKAGED[name]() if name in PACKAGED else None
     source = load_source(dataset=dataset, dataset_config=dataset_config, data_files=data_files,
-                         download=bool(download), packaged=packaged, task=name)
+                         download=require_flag("task.download", download), packaged=packaged, task=name)
     settings = Settings(text_column=text_column, tokenizer=str(tokenizer), vocab_size=vocab_size,
                         split_names=dict(split_names) if split_names is not None else None,
                         val_fraction=val_fraction, test_fraction=test_fraction, separator=separator,

@@ -90,15 +90,22 @@ class Piece:
     text: str | bytes  # the cut row's part, with the separator where it reaches the row's end
 
 
+def is_count(value, minimum: int) -> bool:
+    """An integer >= minimum (true/false are not counts, though Python takes them as 1 and 0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def check_settings(settings: Settings) -> None:
-    if settings.tokenizer == "bpe" and not (isinstance(settings.vocab_size, int) and settings.vocab_size >= 257):
+    if settings.tokenizer == "bpe" and not is_count(settings.vocab_size, 257):
         raise UserError(f"task.vocab_size={settings.vocab_size!r} is invalid: a trained BPE needs an integer >= 257 "
                         "(the 256 bytes and at least one merge)")
-    if settings.bpe_train_bytes is not None and not (isinstance(settings.bpe_train_bytes, int) and
-                                                     settings.bpe_train_bytes >= 1):
+    if settings.bpe_train_bytes is not None and not is_count(settings.bpe_train_bytes, 1):
         raise UserError(f"task.bpe_train_bytes={settings.bpe_train_bytes!r} is invalid: it must be a positive "
                         "integer (bytes) or null (the whole training split)")
-    if not (isinstance(settings.num_proc, int) and settings.num_proc >= 1):
+    if settings.separator is not None and not isinstance(settings.separator, str):
+        raise UserError(f"task.separator={settings.separator!r} is invalid: it must be text (quoted: "
+                        "'task.separator=\"\\n\"') or null (none for text files, a line break otherwise)")
+    if not is_count(settings.num_proc, 1):
         raise UserError(f"task.num_proc={settings.num_proc!r} is invalid: it must be an integer >= 1")
     if settings.split_names is not None:
         if settings.val_fraction or settings.test_fraction:

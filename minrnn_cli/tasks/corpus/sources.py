@@ -84,7 +84,10 @@ def set_offline(offline: bool) -> None:
 
 def resolve_files(data_files) -> list[Path]:
     """task.data_files as a list of files: a path, a glob or a list of them, each matching something."""
-    given = [data_files] if isinstance(data_files, str) else list(data_files)
+    try:
+        given = [data_files] if isinstance(data_files, str) else list(data_files)
+    except TypeError:  # a number, true/false: not a path
+        given = [data_files]
     if not given or not all(isinstance(item, str) and item for item in given):
         raise UserError(f"task.data_files={data_files!r} is invalid: give a path, a glob or a list of them")
     files = []
