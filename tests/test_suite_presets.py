@@ -5,6 +5,7 @@ for, and every command of the section composes."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 
@@ -140,3 +141,14 @@ def test_the_command_line_takes_a_suite_preset_but_not_a_base_part():
     for wrong in ("experiment=suite_chomsky/gru", "experiment=base/cpu_chomsky", "experiment=suite_nope/mingru"):
         with pytest.raises(UserError, match=f"unknown experiment '{wrong.split('=')[1]}'"):
             check_group_choices([wrong], None)
+
+
+def test_the_suite_script_runs_the_documented_commands():
+    """scripts/run_suite.py (every table in turn, resumable) runs exactly the sweeps docs/RESULTS.md shows."""
+    spec = importlib.util.spec_from_file_location("run_suite", RESULTS.parents[1] / "scripts" / "run_suite.py")
+    run_suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_suite)
+    documented = [command for command in suite_commands()
+                  if not any(o.startswith("experiment=paper_") for o in command)]
+    scripted = [run_suite.command(table)[2:] for table in run_suite.TABLES]
+    assert sorted(scripted) == sorted(documented)
