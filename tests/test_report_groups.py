@@ -135,3 +135,10 @@ def test_elapsed_s_is_written_and_a_resumed_run_continues_it(tmp_path):
     later = [row["elapsed_s"] for row in resumed[6:]]
     assert [row["step"] for row in resumed[6:]] == [5, 6, 6] and later == sorted(later)
     assert later[0] >= round(saved, 3)  # counted on from the checkpoint's seconds, not from 0
+
+
+def test_runs_are_listed_in_their_folder_numbers_order():
+    from minrnn_cli.reporting.collect import natural_key
+
+    names = ["sweep/10", "sweep/2", "sweep/1", "other/3", "sweep/a"]
+    assert sorted(names, key=natural_key) == ["other/3", "sweep/1", "sweep/2", "sweep/10", "sweep/a"]

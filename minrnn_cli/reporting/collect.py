@@ -4,6 +4,7 @@ which command wrote it (a training run or an evaluation)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from minrnn_cli.errors import UserError
@@ -75,6 +76,11 @@ def run_command(run_dir: Path) -> str:
     if isinstance(command, str):
         return command
     return "eval" if "checkpoint" in run_config(run_dir) else "train"
+
+
+def natural_key(text: str) -> list:
+    """Folder names in their numbers' order: a sweep's job 2 before its job 10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def shown_path(run_dir: Path, root: Path | None) -> str:

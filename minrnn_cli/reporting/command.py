@@ -16,6 +16,7 @@ from minrnn_cli.reporting.collect import (
     REPORT_COLUMNS,
     evaluation_row,
     find_run_dirs,
+    natural_key,
     report_row,
     run_command,
 )
@@ -38,9 +39,9 @@ from minrnn_cli.tracking.tables import csv_text
 REPORT_CSV, GROUPS_CSV, REPORT_MARKDOWN = "report.csv", "groups.csv", "report.md"
 
 
-def _text(value) -> str:
+def _text(value, column: str = "") -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.1f}" if column.endswith("_s") else f"{value:.4f}"  # seconds to a tenth, metrics to 1e-4
     return "" if value is None else str(value)
 
 
@@ -61,7 +62,7 @@ def shown_columns(columns: list[str], rows: list[dict]) -> list[str]:
 
 def markdown_table(columns: list[str], rows: list[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_text(row.get(column)) for column in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_text(row.get(column), column) for column in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -179,9 +180,9 @@ def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] =
     root = Path.cwd()
     trained = {run_dir: run_command(run_dir) == "train" for run_dir in found}
     runs = sorted((read_trained_run(run_dir, root) for run_dir in found if trained[run_dir]),
-                  key=lambda run: run.shown)
+                  key=lambda run: natural_key(run.shown))
     evaluations = sorted((evaluation_row(run_dir, root) for run_dir in found if not trained[run_dir]),
-                         key=lambda row: row["run"])  # listed apart, not counted as runs
+                         key=lambda row: natural_key(row["run"]))  # listed apart, not counted as runs
     rows = [report_row(run.run_dir, root) for run in runs]
     groups = group_runs(runs)
     tables, pngs, untimed = [], {}, []

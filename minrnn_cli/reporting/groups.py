@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minrnn_cli.errors import UserError
-from minrnn_cli.reporting.collect import read_run_results, run_config, shown_path
+from minrnn_cli.reporting.collect import natural_key, read_run_results, run_config, shown_path
 from minrnn_cli.tasks import CHOMSKY_TASKS
 from minrnn_cli.tracking.records import METRICS_FILE, RESULT_NEUTRAL_KEYS, read_metrics
 
@@ -172,7 +172,7 @@ def is_number(value) -> bool:
 def group_runs(runs: list[TrainedRun]) -> list[Group]:
     """Groups in a fixed order (task, model, layers, setting), each group's runs sorted by folder."""
     by_identity: dict[str, Group] = {}
-    for run in sorted(runs, key=lambda run: run.shown):
+    for run in sorted(runs, key=lambda run: natural_key(run.shown)):
         identity = group_identity(run)
         key = json.dumps(identity, sort_keys=True, default=str)
         by_identity.setdefault(key, Group(identity)).runs.append(run)
