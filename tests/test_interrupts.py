@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -318,7 +319,7 @@ def test_a_stop_during_the_closing_sample_keeps_the_results(signum, tmp_path):
 def test_an_interrupted_sweep_started_again_as_advised_keeps_finished_jobs_and_continues_the_stopped_one(tmp_path):
     """Job 0 (seed 1) finishes, job 1 (seed 2) is stopped at step 2. The advised restart (the same command in the
     same sweep folder) keeps job 0 byte for byte without training it, and continues job 1 from its own step-2
-    checkpoint in its own folder; a third start keeps both."""
+    checkpoint in its own folder; a third start keeps both, their checkpoints deleted."""
     sweep = ["train", "-m", *TINY, "trainer.seed=1,2"]
     result = run_signalled_at(EVALUATE, 3, signal.SIGTERM, sweep, tmp_path)  # job 1's first evaluation
     line = only_line(result, 128 + signal.SIGTERM)
@@ -344,6 +345,8 @@ def test_an_interrupted_sweep_started_again_as_advised_keeps_finished_jobs_and_c
     summary = (folder / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and all(",ok," in row for row in summary[1:]), summary  # both jobs' results
 
+    for job in ("0", "1"):  # a finished job's results.json names its config: kept without its checkpoints
+        shutil.rmtree(folder / job / "checkpoints")
     again = run_signalled_at(EVALUATE, 0, signal.SIGTERM, [*sweep, rerun], tmp_path)
     assert again.returncode == 0 and (again.stdout + again.stderr).count("not trained again") == 2, again.stderr
 

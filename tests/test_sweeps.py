@@ -175,6 +175,15 @@ def test_a_continued_sweep_job_keeps_continues_or_refuses_what_its_folder_holds(
     with pytest.raises(UserError, match=r"trainer\.max_steps: 4 there, 8 here"):
         earlier_job(job("done", config, finished=True), longer)
     without_checkpoint = job("without_checkpoint", None, finished=True)
-    with pytest.raises(UserError, match="a finished run without its checkpoints/last.pt"):
+    with pytest.raises(UserError, match="results.json names no config and without its checkpoints/last.pt"):
         earlier_job(without_checkpoint, ours)
     assert (without_checkpoint / "metrics.jsonl").exists()  # left as it is
+
+    # a finished run's results.json names its config: kept after its checkpoints were deleted, unless another's
+    for name, saved in (("deleted_checkpoints", config), ("deleted_other", {**config, "task": {"name": "y"}})):
+        run_dir = job(name, None)
+        (run_dir / "checkpoints").rmdir()
+        (run_dir / "results.json").write_text(json.dumps({"steps": 4, "config": saved}))
+    assert earlier_job(tmp_path / "deleted_checkpoints", ours).results == {"steps": 4, "config": config}
+    with pytest.raises(UserError, match=r"another config \(task\.name: 'y' there, 'x' here\)"):
+        earlier_job(tmp_path / "deleted_other", ours)

@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from minrnn_cli.errors import UserError
@@ -57,7 +57,8 @@ def train_run(cfg: DictConfig, run_dir: Path, group: str | None = None, continue
     shutdown()
     if not replica.is_main:
         return None  # rank 0 writes the results
-    results = {"command": "train", **trained.results, "process_settings": process_settings()}
+    results = {"command": "train", **trained.results, "process_settings": process_settings(),
+               "config": OmegaConf.to_container(cfg, resolve=True)}  # what a continued sweep compares
     write_results(run_dir, results)  # the finished training's results, before anything optional runs
     console = Console()
     if cfg.task.get("sample_chars", 0):

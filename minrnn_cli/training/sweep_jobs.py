@@ -5,12 +5,14 @@
 - unfinished, with a last.pt of this job's config: continued from that checkpoint, in the same folder;
 - stopped before its first checkpoint: nothing to continue, so its records are started afresh.
 
-"This job's config" is the one the folder's own checkpoint was saved with (Hydra rewrites `.hydra/config.yaml`
-before the job starts), compared as `trainer.resume=auto` compares runs (MAY_CHANGE_ON_RESUME), and for a
-finished run with the same `trainer.max_steps`. A folder holding a run of another config (or a finished run
-whose last.pt is gone, so nothing tells its config) is refused with one line and left as it is: the sweep
-folder is never a mix of two configs. No Hydra here: minrnn_cli.hydra_app decides that the
-job is part of a continued sweep (FreshOutputFolder has checked the sweep's overrides are the same).
+"This job's config" is the one the run recorded (Hydra rewrites `.hydra/config.yaml` before the job starts): a
+finished run's results.json holds it, so a finished job is kept even after its checkpoints were deleted to free
+the disk; an unfinished run's is its last.pt's. It is compared as `trainer.resume=auto` compares runs
+(MAY_CHANGE_ON_RESUME), and for a finished run with the same `trainer.max_steps`. A folder holding a run of
+another config (or a finished run that tells no config: a results.json of an older minrnn without its last.pt)
+is refused with one line and left as it is: the sweep folder is never a mix of two configs. No Hydra here:
+minrnn_cli.hydra_app decides that the job is part of a continued sweep (FreshOutputFolder has checked the
+sweep's overrides are the same).
 """
 
 from __future__ import annotations
@@ -48,26 +50,31 @@ def earlier_job(run_dir: Path, cfg: DictConfig) -> EarlierJob | None:
     if not earlier_run(run_dir, ignore=(".hydra",)):
         return None
     last = run_dir / CHECKPOINTS_DIR / "last.pt"
-    finished = (run_dir / RESULTS_FILE).is_file()
-    if finished and not last.is_file():
-        raise UserError(f"the sweep job folder {run_dir} holds a finished run without its checkpoints/last.pt, "
-                        "which tells its config; it is left as it is: run this sweep in a new folder (another "
-                        "hydra.sweep.dir=...)")
+    ours = OmegaConf.to_container(cfg, resolve=True)
+    if (run_dir / RESULTS_FILE).is_file():
+        results = read_results(run_dir)
+        saved = results.get("config") or (load_checkpoint(last)["config"] if last.is_file() else None)
+        if not isinstance(saved, dict):
+            raise UserError(f"the sweep job folder {run_dir} holds a finished run whose results.json names no config "
+                            "and without its checkpoints/last.pt, which would tell it; it is left as it is: run this "
+                            "sweep in a new folder (another hydra.sweep.dir=...)")
+        require_same_config(run_dir, saved, ours, with_steps=True)
+        return EarlierJob(results=results)
     if not last.is_file():  # stopped (or failed) before its first checkpoint: nothing to continue
         for name in (METRICS_FILE, ERROR_FILE):
             (run_dir / name).unlink(missing_ok=True)
         log.info(f"{run_dir} holds no checkpoint of an earlier start: training from scratch")
         return None
-    saved = load_checkpoint(last)
-    ours = OmegaConf.to_container(cfg, resolve=True)
-    difference = config_difference(saved["config"], ours, with_steps=finished)
+    require_same_config(run_dir, load_checkpoint(last)["config"], ours, with_steps=False)
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)  # the earlier start's stop, now being continued
+    return EarlierJob(checkpoint=last)
+
+
+def require_same_config(run_dir: Path, saved: dict, ours: dict, with_steps: bool) -> None:
+    difference = config_difference(saved, ours, with_steps)
     if difference:
         raise UserError(f"the sweep job folder {run_dir} holds a run of another config ({difference}); it is "
                         "left as it is: run this sweep in a new folder (another hydra.sweep.dir=...)")
-    if finished:
-        return EarlierJob(results=read_results(run_dir))
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)  # the earlier start's stop, now being continued
-    return EarlierJob(checkpoint=last)
 
 
 def config_difference(saved: dict, ours: dict, with_steps: bool) -> str | None:
