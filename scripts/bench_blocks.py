@@ -4,7 +4,8 @@
 
 1. Each part at the default job's shapes (batch 16, 128 tokens, d_model 128, GEGLU hidden 256), forward +
    backward, median microseconds: RMSNorm, the causal conv, GEGLU (in bfloat16, as autocast gives it), by the
-   kernel and by torch's ops, with the floor of each (bytes it must move / this machine's copy bandwidth).
+   kernel and by torch's ops timed side by side (minrnn_cli.benchmarking.timing), with the floor of each
+   (bytes it must move / this machine's copy bandwidth).
 2. The default job's training step (3-layer minGRU LM, bf16 autocast, fused AdamW) with the block kernels on
    and off, interleaved in rounds so that both see the same machine; median and best milliseconds.
 Prints a Markdown table of each.
@@ -19,27 +20,23 @@ import time
 import torch
 import torch.nn.functional as F
 
+from minrnn_cli.benchmarking.timing import time_interleaved
 from minrnn_cli.models import build_lm
 from minrnn_cli.scans.fused import block_kernels, cpu
 
 BATCH, LENGTH, WIDTH, HIDDEN, VOCAB = 16, 128, 128, 256, 65
 
 
-def median_us(fn, repeats: int = 200) -> float:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+def median_us(calls: dict, repeats: int = 200) -> dict[str, float]:
+    """Median microseconds of each call, timed side by side."""
+    timings = time_interleaved(calls, dict.fromkeys(calls, repeats), torch.device("cpu"), warmup=10)
+    return {name: timing.median_s * 1e6 for name, timing in timings.items()}
 
 
 def copy_bandwidth() -> float:
     """Bytes per second of a clone at these sizes (read + write)."""
     x = torch.randn(BATCH, LENGTH, 2 * HIDDEN)
-    return 2 * x.numel() * 4 / (median_us(x.clone) * 1e-6)
+    return 2 * x.numel() * 4 / (median_us({"clone": x.clone})["clone"] * 1e-6)
 
 
 def parts() -> list[tuple[str, float, float, float]]:
@@ -73,8 +70,9 @@ def parts() -> list[tuple[str, float, float, float]]:
     bandwidth = copy_bandwidth()
     rows = []
     for name, (kernel, reference, grad, floor_bytes) in cases.items():
-        timed = [median_us(lambda fn=fn, grad=grad: fn().backward(grad)) for fn in (kernel, reference)]
-        rows.append((name, timed[0], timed[1], floor_bytes / bandwidth * 1e6))
+        timed = median_us({which: lambda fn=fn, grad=grad: fn().backward(grad)
+                           for which, fn in (("kernel", kernel), ("torch", reference))})
+        rows.append((name, timed["kernel"], timed["torch"], floor_bytes / bandwidth * 1e6))
     return rows
 
 

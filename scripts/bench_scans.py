@@ -2,7 +2,8 @@
 
     python scripts/bench_scans.py [--threads N] [--repeats R]
 
-Each figure is the median of R timed repeats after one warm-up. The floor for a scan is the memory
+Each figure is the median of R timed repeats after one warm-up, the calls compared interleaved round by round
+(minrnn_cli.benchmarking.timing). The floor for a scan is the memory
 traffic it cannot avoid: forward reads a, b and writes h (3 tensors), backward reads a, h and the
 incoming gradient and writes grad_a and grad_b (5 tensors), so 8 tensors of B*T*D floats in all; the
 achieved rate is those bytes over the measured time, set against the machine's measured copy bandwidth
@@ -13,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 
+from minrnn_cli.benchmarking.timing import time_interleaved
 from minrnn_cli.models import build_mixer
 from minrnn_cli.scans import scan
 
@@ -26,20 +26,16 @@ SCAN_BACKENDS = ["linear", "log"]
 LAYER_SHAPE = (8, 512, 256)
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def median_ms(calls: dict, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each call, timed side by side."""
+    timings = time_interleaved(calls, dict.fromkeys(calls, repeats), torch.device("cpu"), warmup=1)
+    return {name: 1000 * timing.median_s for name, timing in timings.items()}
 
 
 def copy_bandwidth_gbs(repeats: int) -> float:
     source = torch.randn(64 * 1024 * 1024 // 4)  # 64 MiB, far beyond the caches
     dest = torch.empty_like(source)
-    ms = median_ms(lambda: dest.copy_(source), repeats)
+    ms = median_ms({"copy": lambda: dest.copy_(source)}, repeats)["copy"]
     return 2 * source.numel() * 4 / (ms / 1000) / 1e9
 
 
@@ -79,7 +75,7 @@ def main() -> None:
     print("| (B, T, D) | linear ms | log ms | log / linear | linear GB/s (8 tensors) | % of copy bw |")
     print("|---|---|---|---|---|---|")
     for shape in SHAPES:
-        times = {backend: median_ms(scan_step(backend, shape), args.repeats) for backend in SCAN_BACKENDS}
+        times = median_ms({backend: scan_step(backend, shape) for backend in SCAN_BACKENDS}, args.repeats)
         bytes_moved = 8 * 4 * shape[0] * shape[1] * shape[2]
         achieved = bytes_moved / (times["linear"] / 1000) / 1e9
         print(f"| {shape} | {times['linear']:.1f} | {times['log']:.1f} | {times['log'] / times['linear']:.1f}x "
@@ -94,7 +90,7 @@ def main() -> None:
     print(f"\nlayer forward + backward at (B, T, D) = {LAYER_SHAPE}\n")
     print("| layer | ms | nn.GRU / layer |")
     print("|---|---|---|")
-    layer_ms = {name: median_ms(layer_step(layer, LAYER_SHAPE), args.repeats) for name, layer in layers.items()}
+    layer_ms = median_ms({name: layer_step(layer, LAYER_SHAPE) for name, layer in layers.items()}, args.repeats)
     for name, ms in layer_ms.items():
         print(f"| {name} | {ms:.1f} | {layer_ms['nn.GRU'] / ms:.2f}x |")
 

@@ -180,7 +180,7 @@ class DirectPreparation:
         self.checked = True
 
     def run(self, scanned: Scanned) -> None:
-        from minrnn_cli.tasks.corpus.prepare import FORMAT_VERSION, META, TOKENIZER_FILE, carve_counts
+        from minrnn_cli.tasks.corpus.prepare import FORMAT_VERSION, META, carve_counts, saved_vocabulary, split_encoder
 
         self.checked = scanned.checked
         stats = file_stats(self.files)
@@ -194,22 +194,13 @@ class DirectPreparation:
                 raise UserError(f"{self.source.key}: the {split.name} split is empty; give more text or other "
                                 "split settings")
         codec = self.make_codec(splits[0])
-        encoder = CharCodec(codec.chars, unk=True) if isinstance(codec, CharCodec) else codec
-        dtype = "uint16" if encoder.vocab_size <= 2**16 else "uint32"
+        encoder, dtype = split_encoder(codec)
         self.progress("tokenising the splits")
         self.write_splits(splits, encoder, dtype)
         for split in splits:
             if split.tokens == 0:
                 raise UserError(f"{self.source.key}: the {split.name} split has no tokens; give more text")
-        unknown = sum(split.unknown for split in splits[1:])
-        if unknown:
-            codec = CharCodec(codec.chars, unk=True)
-            log.warning(f"{unknown:,} characters of the val/test splits are not in the training split: they are "
-                        f"the extra id {len(codec.chars)} (<unk>)")
-        vocabulary = codec.vocabulary()
-        if isinstance(codec, BPECodec):
-            codec.tokenizer.save(str(self.work / TOKENIZER_FILE))
-            vocabulary = {"tokenizer": "bpe", "file": TOKENIZER_FILE}
+        vocabulary = saved_vocabulary(codec, sum(split.unknown for split in splits[1:]), self.work)
         if file_stats(self.files) != stats:
             raise UserError(f"{self.source.key} changed while it was being prepared; run again once it is written")
         meta = {"version": FORMAT_VERSION, "dtype": dtype, "vocabulary": vocabulary,

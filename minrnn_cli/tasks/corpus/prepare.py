@@ -326,6 +326,26 @@ def joined_bytes(values, separator: str) -> bytes:
     return pc.binary_join(rows, separator)[0].as_buffer().to_pybytes() + separator.encode("utf-8")
 
 
+def split_encoder(codec) -> tuple:
+    """The codec that writes the splits and its ids' dtype: characters the training split lacks get the id
+    after its own (<unk>), which the saved vocabulary keeps only if one occurs (saved_vocabulary)."""
+    encoder = CharCodec(codec.chars, unk=True) if isinstance(codec, CharCodec) else codec
+    return encoder, "uint16" if encoder.vocab_size <= 2**16 else "uint32"
+
+
+def saved_vocabulary(codec, unknown: int, work: Path) -> dict:
+    """meta.json's vocabulary once the splits are written with `unknown` <unk> characters in val/test (warned
+    about); a BPE tokenizer is saved beside it."""
+    if unknown:
+        codec = CharCodec(codec.chars, unk=True)
+        log.warning(f"{unknown:,} characters of the val/test splits are not in the training split: they are "
+                    f"the extra id {len(codec.chars)} (<unk>)")
+    if isinstance(codec, BPECodec):
+        codec.tokenizer.save(str(work / TOKENIZER_FILE))
+        return {"tokenizer": "bpe", "file": TOKENIZER_FILE}
+    return codec.vocabulary()
+
+
 class Tokenise:
     """The datasets.map function: a batch of rows to one blob of token ids (the batch's ids in the file's
     dtype), its UTF-8 bytes and the ids of characters outside a char vocabulary. A class, so it pickles into
@@ -410,9 +430,7 @@ class Preparation:
                 raise UserError(f"{self.source.key}: the {split} split is empty; give more text or other "
                                 "split settings")
         codec = self.make_codec(splits["train"])
-        # characters the training split lacks get the id after its own: <unk>, kept only if one occurs
-        encoder = CharCodec(codec.chars, unk=True) if isinstance(codec, CharCodec) else codec
-        dtype = "uint16" if encoder.vocab_size <= 2**16 else "uint32"
+        encoder, dtype = split_encoder(codec)
         tokenise = Tokenise(encoder, self.column, self.separator, dtype)
         counts, unknown = {}, 0
         for split, parts in splits.items():
@@ -421,14 +439,7 @@ class Preparation:
             unknown += split_unknown * (split != "train")
             if counts[split]["tokens"] == 0:
                 raise UserError(f"{self.source.key}: the {split} split has no tokens; give more text")
-        if unknown:
-            codec = CharCodec(codec.chars, unk=True)
-            log.warning(f"{unknown:,} characters of the val/test splits are not in the training split: they are "
-                        f"the extra id {len(codec.chars)} (<unk>)")
-        vocabulary = codec.vocabulary()
-        if isinstance(codec, BPECodec):
-            codec.tokenizer.save(str(self.work / TOKENIZER_FILE))
-            vocabulary = {"tokenizer": "bpe", "file": TOKENIZER_FILE}
+        vocabulary = saved_vocabulary(codec, unknown, self.work)
         meta = {"version": FORMAT_VERSION, "dtype": dtype, "vocabulary": vocabulary, "splits": counts,
                 "source": self.source.key, "fingerprint": self.source.fingerprint,
                 "settings": {**self.settings.__dict__, "separator": self.separator}}
