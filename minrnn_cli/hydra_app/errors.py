@@ -98,7 +98,7 @@ def compact(function, config_name: str | None = None):
 
         run_dir = failed_output_dir(error)
         if run_dir is not None and not in_multirun() and holds_only_bookkeeping(Path(run_dir)):
-            shutil.rmtree(run_dir, ignore_errors=True)  # Hydra's torn .hydra/ files: no run started there
+            remove_run_folder(Path(run_dir))  # Hydra's torn .hydra/ files: no run started there
         where = failure.filename or (f"the run folder {run_dir}" if run_dir else "the output folder")
         raise UserAbort(str(cannot_write(where, failure))) from None
 
@@ -119,6 +119,20 @@ def check_run_flags(args: argparse.Namespace) -> None:
 # so the other jobs still run; the sweep summary marks it failed and the sweep exits non-zero at the end.
 
 
+def remove_run_folder(run_dir: Path) -> None:
+    """A failed run's folder holding only Hydra's bookkeeping, and the folders its creation left empty
+    (outputs/evals/, outputs/), up to the working directory: a mistyped command leaves nothing behind."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if cwd not in parent.parents:
+            return
+        try:
+            parent.rmdir()  # only an empty one; another run's folder keeps it
+        except OSError:
+            return
+
+
 def holds_only_bookkeeping(run_dir: Path) -> bool:
     return run_dir.is_dir() and all(entry.name in BOOKKEEPING or entry.suffix == ".log" for entry in run_dir.iterdir())
 
@@ -131,7 +145,7 @@ def run_job(function, cfg):
         run_dir = job_dir()
         failed = not isinstance(stop, SystemExit) or stop.code not in (0, None)
         if failed and not in_multirun() and run_dir and holds_only_bookkeeping(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_run_folder(Path(run_dir))
         raise
     except Exception as error:
         return _fail(error, cfg)
@@ -161,7 +175,7 @@ def _fail(error: Exception, cfg):
     run_dir = job_dir()
     if run_dir is not None and run_dir.is_dir():
         if not multirun and holds_only_bookkeeping(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_run_folder(Path(run_dir))
         else:
             details = "" if user_mistake else "".join(traceback.format_exception(error))
             try:
