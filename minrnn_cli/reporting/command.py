@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from minrnn_cli.errors import WRITE_FAILURES, UserError
 from minrnn_cli.formatting import MISSING, Column, print_fitted, value_text
 from minrnn_cli.reporting.collect import (
     EVALUATION_COLUMNS,
@@ -171,11 +172,22 @@ class TaskTable:
             console.print(note, soft_wrap=True, highlight=False)
 
 
+def make_folder(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = WRITE_FAILURES.get(error.errno, error.strerror)
+        raise UserError(f"--out {out_dir}: the folder cannot be made ({reason}); give another folder with --out"
+                        ) from None
+
+
 def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] = (),
                  console: Console | None = None) -> list[Group]:
     """Collects the runs under paths, writes report.md, report.csv (every run), groups.csv (every group) and
     <task>.png to out_dir; `targets` replace the per-task defaults (groups.DEFAULT_TARGETS)."""
     console = console or Console()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder (it is made if missing)")
     found = find_run_dirs(paths)
     root = Path.cwd()
     trained = {run_dir: run_command(run_dir) == "train" for run_dir in found}
@@ -186,6 +198,7 @@ def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] =
     rows = [report_row(run.run_dir, root) for run in runs]
     groups = group_runs(runs)
     tables, pngs, untimed = [], {}, []
+    make_folder(out_dir)
     for task in sorted({group.task for group in groups}):
         task_groups = [group for group in groups if group.task == task]
         tables.append(TaskTable(task, task_groups, targets_for(task, targets)))
@@ -196,7 +209,6 @@ def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] =
     figures = paper_rows({row["task"] for row in rows})
     figure_columns = ["task", "model", "layers", "metric", "value", "source", "note"]
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_text_whole(out_dir / REPORT_CSV, csv_text(rows, columns))
     group_rows = [row for table in tables for row in table.csv]
     group_columns = list(dict.fromkeys(key for row in group_rows for key in row))

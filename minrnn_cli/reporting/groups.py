@@ -68,6 +68,11 @@ def parse_target(text: str) -> Target:
         value = math.nan
     if not math.isfinite(value):
         raise UserError(f"--target {text!r} is invalid: {number.strip()!r} is not a finite number; {TARGET_FORM}")
+    if "accuracy" in metric and not 0 <= value <= 1:
+        raise UserError(f"--target {text!r} is invalid: an accuracy is a fraction from 0 to 1 (0.95 for 95%), as in "
+                        "results.json")
+    if lower_is_better(metric) and value < 0:
+        raise UserError(f"--target {text!r} is invalid: a loss, bpc or bpb is never below 0; {TARGET_FORM}")
     return Target(metric, value)
 
 
