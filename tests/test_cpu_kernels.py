@@ -75,6 +75,28 @@ def test_saturated_gates_and_non_finite_inputs():
     assert torch.isnan(cell(torch.zeros(1, 5, 4))[0][0, :, 0]).all()
 
 
+def test_saturated_minlstm_gates_match_float64_with_their_gradients():
+    """The normalised minLSTM's z = i / (f + i) from forget/input pre-activations up to +-100, values and
+    gradients. Both gates below about -44 gave NaN gradients once ((f + i)^2 underflowed to 0); z is still
+    well defined there, down to f and i near float32's smallest."""
+    forget = [100.0, -100.0, -85.0, -50.0, -88.3, 20.0]
+    inputs = [-100.0, 100.0, -82.0, -45.0, -88.3, 20.0]
+    candidate = [0.5, -0.5, 2.0, -1.0, 1.5, -3.0]
+    cell = MinLSTM(6, expansion=1.0)
+    reference = MinLSTM(6, expansion=1.0, scan_backend="sequential").double()
+    with torch.no_grad():
+        cell.to_hidden.weight.zero_()
+        cell.to_hidden.bias.copy_(torch.tensor(forget + inputs + candidate))
+    reference.load_state_dict(cell.state_dict())
+    x = torch.zeros(2, 9, 6)
+    outputs = [model(x.to(dtype), torch.ones(2, 6, dtype=dtype))[0] for model, dtype in
+               ((cell, torch.float32), (reference, torch.float64))]
+    for model, y in zip((cell, reference), outputs, strict=True):
+        (y * torch.linspace(-1, 1, 6, dtype=y.dtype)).sum().backward()
+    torch.testing.assert_close(outputs[0].double(), outputs[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cell.to_hidden.bias.grad.double(), reference.to_hidden.bias.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_bfloat16_inputs_accumulate_in_float32():
     torch.manual_seed(0)
     cell = MinLSTM(8)

@@ -54,7 +54,8 @@ static inline float candidate_slope(float c, float sc, int log_space) {
 }
 
 /* The gates of one token at channel d: a (the coefficient of h_{t-1}) and u (the coefficient of the candidate),
- * and the sigmoids s1, s2 of the gate pre-activations (minGRU: z; minLSTM: f, i). */
+ * and s1, s2 for the backward: the sigmoids of the gate pre-activations (minGRU: z; minLSTM: f, i), or for
+ * the normalised minLSTM the terms of its dz (below). */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 ALWAYS_INLINE void gates(const int cell, const int normalize, const float *restrict row, i64 d, i64 D, float *a,
@@ -67,17 +68,24 @@ ALWAYS_INLINE void gates(const int cell, const int normalize, const float *restr
         *u = z;
         return;
     }
-    float f = sigmoid(row[d]), i = sigmoid(row[D + d]); /* minLSTM: [forget | input | c] */
+    /* minLSTM: [forget | input | c]. Normalised, z = i / (f + i) = (1/2 + e_f) r with e = exp(-pre-activation) / 2
+     * and r = 1 / (1 + e_f + e_i): one division for both gates, 1 - z = (1/2 + e_i) r without the cancellation
+     * of 1 - z near 1, and the halves keep the sum finite wherever exp_approx is. s1, s2 then hold e_f r and
+     * e_i r, what the backward's dz needs. */
+    if (normalize) {
+        float e_f = 0.5f * exp_approx(-row[d]), e_i = 0.5f * exp_approx(-row[D + d]);
+        float r = 1.0f / (1.0f + e_f + e_i);
+        *s1 = e_f * r;
+        *s2 = e_i * r;
+        *a = (0.5f + e_i) * r;
+        *u = (0.5f + e_f) * r;
+        return;
+    }
+    float f = sigmoid(row[d]), i = sigmoid(row[D + d]);
     *s1 = f;
     *s2 = i;
-    if (normalize) {
-        float z = i / (f + i);
-        *a = 1.0f - z;
-        *u = z;
-    } else {
-        *a = f;
-        *u = i;
-    }
+    *a = f;
+    *u = i;
 }
 
 /* One batch row, forward. Called with constant cell/normalize/log_space, so each combination is compiled
@@ -127,10 +135,11 @@ ALWAYS_INLINE void backward_row(const int cell, const int normalize, const int l
             grow[cand_at + d] = g * u * candidate_slope(c, sc, log_space);
             if (cell == 1) { /* a = 1 - z, u = z: dL/dk = (du - da) * z (1 - z) */
                 grow[d] = (du - da) * s1 * (1.0f - s1);
-            } else if (normalize) { /* z = i / (f + i): dz/df = -i / (f + i)^2, dz/di = f / (f + i)^2 */
-                float sum = s1 + s2, dz = (du - da) / (sum * sum);
-                grow[d] = -dz * s2 * s1 * (1.0f - s1);
-                grow[D + d] = dz * s1 * s2 * (1.0f - s2);
+            } else if (normalize) { /* z = (1/2 + e_f) r: dz/dpre_f = -e_f (1/2 + e_i) r^2 = -s1 a,
+                                     * dz/dpre_i = e_i (1/2 + e_f) r^2 = s2 u */
+                float dz = du - da;
+                grow[d] = -dz * s1 * a;
+                grow[D + d] = dz * s2 * u;
             } else {
                 grow[d] = da * s1 * (1.0f - s1);
                 grow[D + d] = du * s2 * (1.0f - s2);
