@@ -8,8 +8,8 @@ Each table is one `minrnn train -m` sweep in its own named folder (outputs/multi
 same command started again after a stop (Ctrl-C, a shutdown, a crash) keeps the finished jobs and continues
 each stopped one from its own last.pt: start this script again and it picks up where it stopped. Two jobs
 run at a time, one thread each (`pip install -e ".[sweeps]"` for the joblib launcher). After each table,
-`minrnn report` writes its tables and curves into the sweep folder. tests/test_suite_presets.py checks that
-these are the commands docs/RESULTS.md shows.
+`minrnn report` writes its tables and curves into the sweep folder's report/. tests/test_suite_presets.py
+checks that these are the commands docs/RESULTS.md shows.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def main() -> None:
         parser.error(f"unknown table {unknown[0]!r}; choose from {', '.join(TABLES)}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for table in args.tables or TABLES:
-        steps = [command(table), ["minrnn", "report", f"outputs/multirun/suite_{table}"]]
+        sweep = f"outputs/multirun/suite_{table}"
+        steps = [command(table), ["minrnn", "report", sweep, "--out", f"{sweep}/report"]]
         for step in steps:
             print("OMP_NUM_THREADS=1 " + shlex.join(step), flush=True)
             if not args.dry_run and subprocess.run(step, env=env).returncode != 0:
