@@ -152,8 +152,8 @@ def _load() -> ctypes.CDLL | None:
     if library is None:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_longlong
-    library.cell_forward.argtypes = [ctypes.c_int] * 3 + [pointer] * 3 + [size] * 3 + [ctypes.c_int]
-    library.cell_backward.argtypes = [ctypes.c_int] * 3 + [pointer] * 7 + [size] * 3 + [ctypes.c_int]
+    library.cell_forward.argtypes = [ctypes.c_int] * 3 + [pointer] * 4 + [size] * 3 + [ctypes.c_int]
+    library.cell_backward.argtypes = [ctypes.c_int] * 3 + [pointer] * 9 + [size] * 3 + [ctypes.c_int]
     library.selective_forward.argtypes = [pointer] * 5 + [size] + [pointer] * 2 + [size] + [pointer] * 4 + \
         [size] * 5 + [ctypes.c_int] * 2
     library.selective_backward.argtypes = [pointer] * 5 + [size] + [pointer] * 2 + [size] + [pointer] * 8 + \
@@ -173,38 +173,43 @@ def _pointer(tensor: Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
-def _forward(hidden: Tensor, h0: Tensor | None, cell: str, log_space: bool, normalize: bool) -> tuple[Tensor, Tensor]:
-    """(h, h0 as passed to the kernel: zeros for none) for a contiguous float32 projection."""
+def _forward(hidden: Tensor, bias: Tensor, h0: Tensor | None, cell: str, log_space: bool,
+             normalize: bool) -> tuple[Tensor, Tensor]:
+    """(h, h0 as passed to the kernel: zeros for none) for a contiguous float32 projection and its bias."""
     batch, length, width = hidden.shape
     d_inner = inner_width(width, N_GATES[cell])
     h = torch.empty(batch, length, d_inner, dtype=hidden.dtype)
     h0 = hidden.new_zeros(batch, d_inner) if h0 is None else h0
-    _load().cell_forward(CELL_CODES[cell], int(normalize), int(log_space), _pointer(hidden), _pointer(h0),
-                         _pointer(h), batch, length, d_inner, torch.get_num_threads())
+    _load().cell_forward(CELL_CODES[cell], int(normalize), int(log_space), _pointer(hidden), _pointer(bias),
+                         _pointer(h0), _pointer(h), batch, length, d_inner, torch.get_num_threads())
     return h, h0
 
 
 class _CellScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: Tensor, h0: Tensor | None, cell: str, log_space: bool, normalize: bool) -> Tensor:
-        h, h0 = _forward(hidden, h0, cell, log_space, normalize)
+    def forward(ctx, hidden: Tensor, bias: Tensor, h0: Tensor | None, cell: str, log_space: bool,
+                normalize: bool) -> Tensor:
+        h, h0 = _forward(hidden, bias, h0, cell, log_space, normalize)
         ctx.settings = (cell, log_space, normalize)
-        ctx.save_for_backward(hidden, h0, h)
+        ctx.save_for_backward(hidden, bias, h0, h)
         return h
 
     @staticmethod
     def backward(ctx, grad_h: Tensor):
-        hidden, h0, h = ctx.saved_tensors
+        hidden, bias, h0, h = ctx.saved_tensors
         cell, log_space, normalize = ctx.settings
         batch, length, d_inner = h.shape
         grad_h = grad_h.contiguous()
         grad_hidden = torch.empty_like(hidden)
+        grad_bias_rows = hidden.new_empty(batch, hidden.shape[2])
         grad_h0 = torch.empty_like(h0)
         scratch = torch.empty(batch, 2, d_inner, dtype=hidden.dtype)
-        _load().cell_backward(CELL_CODES[cell], int(normalize), int(log_space), _pointer(hidden), _pointer(h0),
-                              _pointer(h), _pointer(grad_h), _pointer(grad_hidden), _pointer(grad_h0),
-                              _pointer(scratch), batch, length, d_inner, torch.get_num_threads())
-        return grad_hidden, grad_h0 if ctx.needs_input_grad[1] else None, None, None, None
+        _load().cell_backward(CELL_CODES[cell], int(normalize), int(log_space), _pointer(hidden), _pointer(bias),
+                              _pointer(h0), _pointer(h), _pointer(grad_h), _pointer(grad_hidden),
+                              _pointer(grad_bias_rows), _pointer(grad_h0), _pointer(scratch), batch, length,
+                              d_inner, torch.get_num_threads())
+        grad_bias = grad_bias_rows.sum(0) if ctx.needs_input_grad[1] else None
+        return grad_hidden, grad_bias, grad_h0 if ctx.needs_input_grad[2] else None, None, None, None
 
 
 def handles(hidden: Tensor) -> bool:
@@ -212,18 +217,20 @@ def handles(hidden: Tensor) -> bool:
     return hidden.device.type == "cpu" and hidden.dtype != torch.float64 and available()
 
 
-def compiled_cell_scan(hidden: Tensor, h0: Tensor | None, cell: str, log_space: bool,
-                       normalize: bool) -> tuple[Tensor, Tensor]:
+def compiled_cell_scan(hidden: Tensor, h0: Tensor | None, cell: str, log_space: bool, normalize: bool,
+                       bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(h, h_last) of a minGRU / minLSTM from its projection, by the compiled kernel; computed in float32
-    (bf16/fp16 inputs are cast) and returned in hidden's dtype. Without gradients (inference, decoding one
-    token at a time) the kernel is called directly, outside autograd."""
+    (bf16/fp16 inputs are cast) and returned in hidden's dtype. `bias` (the projection's, when `hidden` was
+    computed without it) is added inside the kernel. Without gradients (inference, decoding one token at a
+    time) the kernel is called directly, outside autograd."""
     dtype = hidden.dtype
     hidden32 = hidden.to(torch.float32).contiguous()
+    bias32 = hidden32.new_zeros(hidden.shape[-1]) if bias is None else bias.to(torch.float32).contiguous()
     h0_32 = None if h0 is None else h0.to(torch.float32).expand(hidden.shape[0], -1).contiguous()
-    if torch.is_grad_enabled() and (hidden32.requires_grad or (h0_32 is not None and h0_32.requires_grad)):
-        h = _CellScan.apply(hidden32, h0_32, cell, log_space, normalize)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden32, bias32, h0_32)):
+        h = _CellScan.apply(hidden32, bias32, h0_32, cell, log_space, normalize)
     else:
-        h = _forward(hidden32, h0_32, cell, log_space, normalize)[0]
+        h = _forward(hidden32, bias32, h0_32, cell, log_space, normalize)[0]
     h = h.to(dtype)
     return h, h[:, -1]
 
