@@ -115,9 +115,9 @@ def projection_weights(module: nn.Module) -> list[tuple[str, Tensor]]:
 class Floor:
     """The matmuls a layer of the model cannot avoid: for every weight W (out, in) of the model
     (`projection_weights`), a (tokens, in) input X times W^T forward, and backward the gradient of the input
-    (G @ W) and of W (G^T @ X), G (tokens, out) standing in for the gradient from above. `tokens` = B*T: a
-    recurrent weight (GRU / LSTM `weight_hh`) counts as one matmul batched over every step, a lower bound
-    on its T small ones. No bias, activation, scan, convolution or loss: those are what the model adds (for
+    (G @ W) and of W (G^T @ X, or (X^T G)^T where X is the narrower), G (tokens, out) standing in for the
+    gradient from above. `tokens` = B*T: a recurrent weight (GRU / LSTM `weight_hh`) counts as one matmul
+    batched over every step, a lower bound on its T small ones. No bias, activation, scan, convolution or loss: those are what the model adds (for
     Mamba: the convolution, discretisation and selective scan). The input gradient is counted for every
     weight, as inside a network; the timed training step computes it too (`Workload.train_step`).
     """
@@ -139,7 +139,9 @@ class Floor:
             for weight, x, grad in self._calls:  # each product is dropped at once, as a layer's would be
                 torch.mm(x, weight.t())
                 torch.mm(grad, weight)
-                torch.mm(grad.t(), x)
+                # the weight's gradient with the narrower operand on the left: (out, in) = (256, 8) the other
+                # way round is ~10x slower on a CPU, and Mamba's dt_proj computes it this way
+                torch.mm(x.t(), grad) if weight.shape[1] < weight.shape[0] else torch.mm(grad.t(), x)
 
 
 def floor_flops(model: nn.Module, tokens: int) -> int:

@@ -142,7 +142,8 @@ class _MambaInner(torch.autograd.Function):
         # through pre = dt @ W_dt^T + bias and (dt, B, C) = u @ W_x^T
         g_bias = g_pre.sum((0, 1))
         g_pre2, dbc2 = g_pre.view(-1, d), x["dbc"].view(-1, r + 2 * p.n)
-        g_dt_proj = g_pre2.t() @ dbc2[:, :r]
+        # as (dt^T g)^T: the (D, R) product with R = d_model / 16 is ~10x slower the other way round on a CPU
+        g_dt_proj = (dbc2[:, :r].t() @ g_pre2).t()
         g_dbc = torch.cat([g_pre2 @ p.dt_proj_w, g_b.view(-1, p.n), g_c.view(-1, p.n)], dim=1)
         del g_pre, g_pre2, g_b, g_c, x
         g_x_proj = g_dbc.t() @ u.view(-1, d)
