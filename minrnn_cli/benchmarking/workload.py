@@ -117,9 +117,10 @@ class Floor:
     (`projection_weights`), a (tokens, in) input X times W^T forward, and backward the gradient of the input
     (G @ W) and of W (G^T @ X, or (X^T G)^T where X is the narrower), G (tokens, out) standing in for the
     gradient from above. `tokens` = B*T: a recurrent weight (GRU / LSTM `weight_hh`) counts as one matmul
-    batched over every step, a lower bound on its T small ones. No bias, activation, scan, convolution or loss: those are what the model adds (for
-    Mamba: the convolution, discretisation and selective scan). The input gradient is counted for every
-    weight, as inside a network; the timed training step computes it too (`Workload.train_step`).
+    batched over every step, a lower bound on its T small ones. No bias, activation, scan, convolution or
+    loss: those are what the model adds (for Mamba: the convolution, discretisation and selective scan). The
+    input gradient is counted for every weight, as inside a network; the timed training step computes it too
+    (`Workload.train_step`).
     """
 
     def __init__(self, model: nn.Module, tokens: int):
