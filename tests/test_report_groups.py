@@ -19,16 +19,17 @@ VAL_LOSS = {"mingru": (1.5, 1.6, 1.7), "transformer": (1.8, 1.9, 2.0)}
 REACHES = {"mingru": (200, 300, 300), "transformer": (400, 400, None)}
 
 
-def write_run(folder, model, seed, val_loss, reach_step, *, layers=3, d_model=64, timed=True, extra=""):
+def write_run(folder, model, seed, val_loss, reach_step, *, layers=3, d_model=64, timed=True, extra="",
+              task="shakespeare"):
     """A finished Shakespeare run by hand: .hydra/config.yaml, results.json and metrics.jsonl (evaluations every
     100 steps to 400; the loss is 2.5 before reach_step and 1.85 from it)."""
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text(
-        f"model:\n  name: {model}\n  n_layers: {layers}\n  d_model: {d_model}\ntask:\n  name: shakespeare\n"
+        f"model:\n  name: {model}\n  n_layers: {layers}\n  d_model: {d_model}\ntask:\n  name: {task}\n"
         f"  seq_len: 128\ntrainer:\n  seed: {seed}\n  max_steps: 400\n  device: cpu\n  eval_every: 100\n"
         f"outputs_dir: {folder.parent}\nlogger:\n  name: none\n{extra}")
     (folder / "results.json").write_text(json.dumps({
-        "command": "train", "model": model, "task": "shakespeare", "params": 1000 * layers, "steps": 400,
+        "command": "train", "model": model, "task": task, "params": 1000 * layers, "steps": 400,
         "wall_time_s": 40.0 + seed, "best_step": 400, "val_loss": val_loss, "val_bpc": val_loss / 0.6931}))
     rows = []
     for step in (100, 200, 300, 400):
@@ -99,6 +100,22 @@ def test_groups_mean_std_and_steps_and_seconds_to_a_target(runs):
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "1 run(s)" in warnings[0] and "sweep/lstm-0" in warnings[0]
     assert "elapsed_s" in warnings[0]
+
+
+def test_runs_of_several_tasks_get_an_overview_of_one_metric_by_task_and_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for task, losses in (("shakespeare", {"mingru": (1.5, 1.7), "lstm": (1.9,)}), ("listops", {"mingru": (1.2,)})):
+        for model, seeds in losses.items():
+            for seed, loss in enumerate(seeds):
+                write_run(tmp_path / "sweep" / f"{task}-{model}-{seed}", model, seed, loss, 100, task=task)
+    run_ok(tmp_path, "report", "sweep", "--out", "rep")
+    text = (tmp_path / "rep" / "report.md").read_text()
+    overview = text[text.index("# Overview: val_loss by task"):text.index("# Results by task")]
+    assert "| task | mingru | lstm |" in overview
+    assert "| listops | 1.2000 ± - |  |" in overview  # a model without runs of a task: an empty cell
+    assert "| shakespeare | 1.6000 ± 0.1414 | 1.9000 ± - |" in overview
+    run_ok(tmp_path, "report", "sweep/listops-mingru-0", "--out", "one")  # one task: its own table is enough
+    assert "Overview" not in (tmp_path / "one" / "report.md").read_text()
 
 
 def test_targets_from_the_command_line_replace_the_defaults(runs):

@@ -172,6 +172,30 @@ class TaskTable:
             console.print(note, soft_wrap=True, highlight=False)
 
 
+OVERVIEW_METRICS = ("test_accuracy", "test_score", "val_accuracy", "test_loss", "val_loss")
+
+
+def overview_markdown(tables: list[TaskTable]) -> list[str]:
+    """For runs of several tasks: one metric (the first of OVERVIEW_METRICS that every task has) as a table of
+    tasks by models, each cell the group's mean ± std over seeds; nothing for one task or no such metric."""
+    if len(tables) < 2:
+        return []
+    metric = next((key for key in OVERVIEW_METRICS if all(key in table.columns for table in tables)), None)
+    if metric is None:
+        return []
+
+    def label(table: TaskTable, row: dict[str, str]) -> str:
+        return " ".join(row[key] for key in table.keys if row[key])
+
+    models = list(dict.fromkeys(label(table, row) for table in tables for row in table.text))
+    rows = []
+    for table in tables:
+        cells = {label(table, row): row[metric] for row in table.text}
+        rows.append({"task": table.task, **{model: cells.get(model, "") for model in models}})
+    return [f"# Overview: {metric} by task (mean ± std over seeds; each task's own table below)", "",
+            markdown_table(["task", *models], rows), ""]
+
+
 def make_folder(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +237,7 @@ def write_report(paths: list[Path], out_dir: Path, targets: tuple[Target, ...] =
     group_rows = [row for table in tables for row in table.csv]
     group_columns = list(dict.fromkeys(key for row in group_rows for key in row))
     write_text_whole(out_dir / GROUPS_CSV, csv_text(group_rows, group_columns))
-    markdown = ["# Results by task (runs grouped by config, over seeds)", ""]
+    markdown = overview_markdown(tables) + ["# Results by task (runs grouped by config, over seeds)", ""]
     for table in tables:
         markdown += table.markdown(pngs[table.task])
     if evaluations:
