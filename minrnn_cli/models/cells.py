@@ -18,7 +18,8 @@ it through g again is the bug behind lucidrains' chunked minLSTM error; here eve
 
 The input projection is laid out [gates | candidate] (`scans/fused/layout.py`). Where the backend has a
 fused path (`triton`; `linear` for minGRU) the recurrence is computed from that projection by
-`scans.fused.fused_cell_scan`; the other backends run the gates here, then `scans.scan`.
+`scans.fused.fused_cell_scan`; on the CPU the compiled kernel takes the projection without its bias and adds
+it as it reads (`scans/fused/cpu.py`); the other backends run the gates here, then `scans.scan`.
 """
 
 from __future__ import annotations
