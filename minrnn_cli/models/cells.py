@@ -144,13 +144,14 @@ class _MinimalRNN(nn.Module):
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Sequential mode, one token x_t: (B, d_model), O(1) state. Returns (y_t, new state)."""
-        hidden = self.to_hidden(x_t)
         h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
-        if resolve_backend(self.backend_choice, x_t.device) == "linear" and compiled_kernels.handles(hidden):
-            # one compiled call for the gates and the update, instead of a handful of small ops
-            _, h = fused_cell_scan(hidden.unsqueeze(1), h_prev, self.cell_kind, self.log_space, self.normalize,
-                                   "linear")
+        if resolve_backend(self.backend_choice, x_t.device) == "linear" and compiled_kernels.handles(x_t):
+            # one compiled call for the bias, the gates and the update, instead of a handful of small ops
+            hidden = F.linear(x_t, self.to_hidden.weight).unsqueeze(1)
+            _, h = compiled_kernels.compiled_cell_scan(hidden, h_prev, self.cell_kind, self.log_space,
+                                                       self.normalize, bias=self.to_hidden.bias)
             return self.to_out(h), h
+        hidden = self.to_hidden(x_t)
         gate_pre, candidate_pre = split_projection(hidden, self.n_gates)
         a, input_gate = self.gates(gate_pre)
         h = input_gate * self._candidate(candidate_pre)
