@@ -25,6 +25,16 @@ def run_cell(cell, x, state, backward=True):
     return y, last
 
 
+def assert_gradients_match(cell, reference, x, x64, state, state64):
+    """Every gradient (input, parameters, the carried state) of the float32 cell against the float64 one's."""
+    pairs = [(x.grad, x64.grad), *zip((p.grad for p in cell.parameters()), (p.grad for p in reference.parameters()),
+                                      strict=True)]
+    if state is not None:
+        pairs.append((state.grad, state64.grad))
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
+
+
 @pytest.mark.parametrize(("cls", "options"), CELLS)
 @pytest.mark.parametrize("log_space", [True, False])
 @pytest.mark.parametrize("start", ["zero", "learned", "carried"])
@@ -43,12 +53,7 @@ def test_compiled_cells_match_the_float64_loop(cls, options, log_space, start, l
     y64, last64 = run_cell(reference, x64, state64)
     torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(last.double(), last64, rtol=1e-5, atol=1e-5)
-    pairs = [(x.grad, x64.grad), *zip((p.grad for p in cell.parameters()), (p.grad for p in reference.parameters()),
-                                      strict=True)]
-    if state is not None:
-        pairs.append((state.grad, state64.grad))
-    for ours, theirs in pairs:
-        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
+    assert_gradients_match(cell, reference, x, x64, state, state64)
 
 
 def run_steps(cell, x, state):
@@ -82,12 +87,7 @@ def test_compiled_step_matches_the_float64_loop_with_gradients(cls, options, sta
     y64, last64 = run_cell(reference, x64, state64)
     torch.testing.assert_close(decoded.double(), y64, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
-    pairs = [(x.grad, x64.grad), *zip((p.grad for p in cell.parameters()), (p.grad for p in reference.parameters()),
-                                      strict=True)]
-    if state is not None:
-        pairs.append((state.grad, state64.grad))
-    for ours, theirs in pairs:
-        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
+    assert_gradients_match(cell, reference, x, x64, state, state64)
 
 
 @pytest.mark.parametrize(("cls", "options"), CELLS)

@@ -106,6 +106,13 @@ class _MinimalRNN(nn.Module):
         h0 = g(self.h0) if self.log_space else self.h0
         return h0.to(like.dtype).expand(batch_size, -1)
 
+    def _compiled_scan(self, x: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(h, h_last) by the compiled CPU kernel, which adds the projection's bias as it reads it and sums its
+        gradient as it writes the projection's: a pass over (B, T, width) fewer each way than nn.Linear's."""
+        hidden = F.linear(x, self.to_hidden.weight)
+        return compiled_kernels.compiled_cell_scan(hidden, h0, self.cell_kind, self.log_space, self.normalize,
+                                                   bias=self.to_hidden.bias)
+
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Parallel mode over x: (B, T, d_model). Returns (y, final state (B, d_inner)).
 
@@ -118,11 +125,7 @@ class _MinimalRNN(nn.Module):
         h0 = self.initial_state(x.shape[0], x) if state is None else state
         backend = resolve_backend(self.backend_choice, x.device)
         if backend == "linear" and compiled_kernels.handles(x):
-            # the compiled kernel adds the projection's bias as it reads it, and sums its gradient as it writes
-            # the projection's: a pass over (B, T, width) fewer each way than nn.Linear's own bias
-            hidden = F.linear(x, self.to_hidden.weight)
-            h, h_last = compiled_kernels.compiled_cell_scan(hidden, h0, self.cell_kind, self.log_space,
-                                                            self.normalize, bias=self.to_hidden.bias)
+            h, h_last = self._compiled_scan(x, h0)
             return self.to_out(h), h_last
         hidden = self.to_hidden(x)
         if has_fused_path(self.cell_kind, backend, hidden):  # gates computed inside the scan
@@ -147,9 +150,7 @@ class _MinimalRNN(nn.Module):
         h_prev = self.initial_state(x_t.shape[0], x_t) if state is None else state
         if resolve_backend(self.backend_choice, x_t.device) == "linear" and compiled_kernels.handles(x_t):
             # one compiled call for the bias, the gates and the update, instead of a handful of small ops
-            hidden = F.linear(x_t, self.to_hidden.weight).unsqueeze(1)
-            _, h = compiled_kernels.compiled_cell_scan(hidden, h_prev, self.cell_kind, self.log_space,
-                                                       self.normalize, bias=self.to_hidden.bias)
+            _, h = self._compiled_scan(x_t.unsqueeze(1), h_prev)
             return self.to_out(h), h
         hidden = self.to_hidden(x_t)
         gate_pre, candidate_pre = split_projection(hidden, self.n_gates)
