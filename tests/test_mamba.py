@@ -74,6 +74,30 @@ def test_the_selective_scan_without_its_options_and_in_float32():
         torch.testing.assert_close(grad.double(), grads_ref[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: the compiled kernels cannot be built")
+@pytest.mark.parametrize(("full", "softplus", "chunk_len", "length", "n"),
+                         [(True, True, 5, 50, 5), (False, False, 24, 50, 5), (True, False, 16, 33, 5),
+                          (False, True, 3, 2, 70)])
+def test_the_compiled_scan_matches_the_float64_loop(full, softplus, chunk_len, length, n):
+    """The kernels' tiles of 16 steps against chunks that start inside a tile (5, 24), end with it (16) or are
+    longer than the call, 37 channels (two blocks of 16 lanes and a part), with and without D, z and h0, and
+    a state of 70 (the kernels keep any N in memory they allocate)."""
+    inputs = scan_inputs(2, length, 37, n, dtype=torch.float32, full=full)
+    if not softplus:  # a step size as softplus would give it: positive, so the states decay
+        inputs["delta"] = torch.nn.functional.softplus(inputs["delta"].detach()).requires_grad_()
+        inputs.pop("delta_bias", None)
+    assert cpu.handles_selective(inputs["u"], inputs["A"])
+    y, h, grads = outputs_and_grads(lambda **kw: selective_scan(**kw, delta_softplus=softplus, chunk_len=chunk_len),
+                                    inputs)
+    exact = {name: value.detach().double().requires_grad_() for name, value in inputs.items()}
+    y_ref, h_ref, grads_ref = outputs_and_grads(
+        lambda **kw: selective_scan_sequential(**kw, delta_softplus=softplus), exact)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h.double(), h_ref, rtol=1e-5, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad.double(), grads_ref[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
 def random_mixer(dtype, seed=0, **options):
     torch.manual_seed(seed)
     mixer = MambaMixer(16, **options).to(dtype)

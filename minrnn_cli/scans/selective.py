@@ -13,10 +13,11 @@ runs the adjoint G_t = C_t gy_t + a_{t+1} G_{t+1} in reverse and reads every gra
     P_t = G_t a_t h_{t-1}:    dA = sum_t P_t delta_t    ddelta_t (through a) = sum_N P_t A
 
 Two implementations of that contract:
-- CPU, float32 (bf16/fp16 computed in float32), N <= 64: `scans/fused/cpu_kernels.c` (compiled at first use,
-  `scans/fused/cpu.py`). 16 channels side by side in vector lanes, each channel's N states in an (N, 16) block
-  that stays in L1: one read of the (B, T, D) inputs and one write of y forward, the same backward, with the
-  softplus and the SiLU(z) gate inside.
+- CPU, float32 (bf16/fp16 computed in float32): `scans/fused/cpu_kernels.c` (compiled at first use,
+  `scans/fused/cpu.py`). One thread per batch row; 16 channels side by side in vector lanes, each channel's N
+  states in an (N, 16) block that stays in L1; the per-step values that are no state (softplus, D u, the
+  SiLU(z) gate and its slope) computed a tile of whole rows at a time, apart from the recurrence. One read of
+  the (B, T, D) inputs and one write of y forward, the same backward.
 - Anywhere else (float64, CUDA without mamba-ssm, no C compiler): PyTorch ops on chunks, below. Time is cut
   into chunks and the batch into blocks of `batch_block` rows; one block's chunk keeps its decays, states and
   adjoints in (chunk_len, batch_block, N, D) buffers every chunk reuses, and the recurrence inside a chunk is a

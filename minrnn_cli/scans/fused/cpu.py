@@ -243,13 +243,9 @@ def compiled_cell_scan(hidden: Tensor, h0: Tensor | None, cell: str, log_space: 
 
 # ---- Mamba's selective scan -------------------------------------------------------------------------------
 
-MAX_STATE = 64  # the kernel keeps a channel's N states in an (N, 16) block: N up to MAX_STATE
-
-
 def handles_selective(u: Tensor, A: Tensor) -> bool:
-    """Whether the compiled selective scan takes these inputs: CPU, not float64, N <= MAX_STATE."""
-    return (u.device.type == "cpu" and u.dtype != torch.float64 and A.dtype != torch.float64
-            and A.shape[1] <= MAX_STATE and available())
+    """Whether the compiled selective scan takes these inputs: CPU, not float64 (any state size N)."""
+    return u.device.type == "cpu" and u.dtype != torch.float64 and A.dtype != torch.float64 and available()
 
 
 def _rows_of(t: Tensor) -> tuple[Tensor, int]:
