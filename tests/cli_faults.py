@@ -4,6 +4,7 @@ subprocess, with a tiny CPU job, and read what a run left behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **extra}
     env.pop("WANDB_MODE", None)
     return env
+
+
+def sigint_as_in_a_terminal() -> None:
+    """For `preexec_fn`: the child gets SIGINT's default back, so Python installs its KeyboardInterrupt handler,
+    as for a command started in a terminal. A test run under nohup or `&` in a script ignores SIGINT, every
+    child inherits that, and a Ctrl-C sent to it would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_minrnn(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:

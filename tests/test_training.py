@@ -225,13 +225,13 @@ def test_generate_at_extreme_temperatures_samples_a_valid_distribution(reference
 def test_generate_streams_its_text_and_ctrl_c_keeps_what_was_shown(reference, tmp_path):
     """A long sample prints as it goes: text arrives while the process still runs, and after Ctrl-C the
     characters already shown stay, with exit code 130."""
-    from cli_faults import subprocess_env
+    from cli_faults import sigint_as_in_a_terminal, subprocess_env
 
     _, run_dir, _ = reference
     command = [sys.executable, "-m", "minrnn_cli", "generate", f"checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
                "prompt=ROMEO:", "max_new_tokens=1000000", "trainer.device=cpu"]
     process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, preexec_fn=sigint_as_in_a_terminal)
     try:
         shown = b""  # the log line of the loaded checkpoint, then the prompt and the first sampled characters
         while (b"ROMEO:" not in shown or len(shown.split(b"ROMEO:", 1)[1]) < 40) and process.poll() is None:

@@ -442,16 +442,15 @@ static void backward_rows(const float *restrict u, const float *restrict delta, 
  * With z, y = y_pre silu(z): dz = gy y_pre silu'(z), and gy becomes dL/dy_pre = gy silu(z). rows and skip are at
  * the block's first channel; g, g_a, a: the block's (N, LANES); start: the chunk's first state (N, D) at the
  * block's first channel, w of its channels in D. */
-ALWAYS_INLINE void backward_block(const float *restrict rows, i64 chunk_len, i64 width, const float *restrict a,
+ALWAYS_INLINE void backward_block(float *restrict rows, i64 chunk_len, i64 width, const float *restrict a,
                                   const float *restrict skip, const float *restrict Bm, const float *restrict Cm,
                                   i64 bc_stride, const float *restrict start, i64 D, i64 w, int has_z, float *restrict g,
                                   float *restrict g_a, float *restrict g_skip, float *restrict hs, float *restrict as,
                                   float *restrict db_lanes, float *restrict dc_lanes, float *restrict y_pre,
                                   i64 len, i64 N) {
-    const float *restrict row[BACKWARD_ROWS];
+    float *row[BACKWARD_ROWS];
     for (int r = 0; r < BACKWARD_ROWS; r++) row[r] = rows + r * chunk_len * width;
-    float *restrict gu_row = (float *)row[ROW_GU], *restrict gd_row = (float *)row[ROW_GD];
-    float *restrict gz_row = (float *)row[ROW_GZ];
+    float *restrict gu_row = row[ROW_GU], *restrict gd_row = row[ROW_GD], *restrict gz_row = row[ROW_GZ];
     for (i64 n = 0; n < N; n++)
         for (i64 j = 0; j < LANES; j++) hs[n * LANES + j] = j < w ? start[n * D + j] : 0.0f;
     for (i64 s = 0; s < len; s++) {
