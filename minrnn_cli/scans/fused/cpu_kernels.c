@@ -236,8 +236,8 @@ void cell_backward(int cell, int normalize, int log_space, const float *hidden, 
  * L1, so no (B, T, D, N) tensor is ever written. Computing the per-step values apart took their exp and
  * division off each step's path, and reading whole rows replaced a walk down one 64-byte column of every
  * tensor per block: the forward took 0.65-0.7x its previous time, the backward 0.6-0.75x (B=8, T=512,
- * D=256, N=16, one thread; interleaved A/B in one process). With use_softplus, `delta` holds its pre-activation: the kernels take delta = softplus(pre) and
- * return dL/dpre in grad_delta. */
+ * D=256, N=16, one thread; interleaved A/B in one process). With use_softplus, `delta` holds its
+ * pre-activation: the kernels take delta = softplus(pre) and return dL/dpre in grad_delta. */
 #define LANES 16
 #define TILE 16 /* steps of the forward's tile */
 
@@ -269,16 +269,6 @@ static inline float softplus(float x) {
 /* Channels in blocks of LANES; rows of the per-step arrays are `width` = blocks * LANES floats, the channels
  * past D zero (a zero lane's delta, input and A keep its state at zero). */
 static inline i64 lane_blocks(i64 D) { return (D + LANES - 1) / LANES; }
-
-/* A in lanes: a[(k * N + n) * LANES + j] = A[k * LANES + j, n], zero past D. */
-static void a_in_lanes(float *restrict a, const float *restrict A, i64 D, i64 N) {
-    for (i64 k = 0; k < lane_blocks(D); k++)
-        for (i64 n = 0; n < N; n++)
-            for (i64 j = 0; j < LANES; j++) {
-                const i64 d = k * LANES + j;
-                a[(k * N + n) * LANES + j] = d < D ? A[d * N + n] : 0.0f;
-            }
-}
 
 /* One step's row of D floats into `width` floats, zero past D. */
 ALWAYS_INLINE void load_row(float *restrict dst, const float *restrict src, i64 D, i64 width) {
@@ -327,13 +317,14 @@ ALWAYS_INLINE void scan_block(float *restrict h, const float *restrict a, const 
     }
 }
 
-/* h (blocks, N, LANES) from or into a (D, N) state of one batch row (zeros for none) */
-static void state_into_lanes(float *restrict h, const float *restrict state, i64 D, i64 N) {
+/* A (D, N) matrix of one batch row (A, or a state h0) into lanes (blocks, N, LANES): m[(k * N + n) * LANES + j] =
+ * M[k * LANES + j, n], zero past D and for NULL (the zero state); and a state back out of them. */
+static void into_lanes(float *restrict m, const float *restrict M, i64 D, i64 N) {
     for (i64 k = 0; k < lane_blocks(D); k++)
         for (i64 n = 0; n < N; n++)
             for (i64 j = 0; j < LANES; j++) {
                 const i64 d = k * LANES + j;
-                h[(k * N + n) * LANES + j] = state && d < D ? state[d * N + n] : 0.0f;
+                m[(k * N + n) * LANES + j] = M && d < D ? M[d * N + n] : 0.0f;
             }
 }
 static void state_from_lanes(float *restrict state, const float *restrict h, i64 D, i64 N) {
@@ -358,11 +349,11 @@ void selective_forward(const float *u, const float *delta, const float *A, const
         float *work = malloc(sizeof(float) * (2 * state + 4 * TILE * width));
         float *a = work, *h = a + state, *dl = h + state, *du = dl + TILE * width, *acc = du + TILE * width;
         float *gate = acc + TILE * width;
-        a_in_lanes(a, A, D, N);
+        into_lanes(a, A, D, N);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; b++) {
             const float *ub = u + b * T * D, *bb = Bm + b * T * bc_stride, *cb = Cm + b * T * bc_stride;
-            state_into_lanes(h, h0 ? h0 + b * D * N : 0, D, N);
+            into_lanes(h, h0 ? h0 + b * D * N : 0, D, N);
             for (i64 t0 = 0; t0 < T; t0 += TILE) {
                 const i64 len = T - t0 < TILE ? T - t0 : TILE;
                 forward_rows(ub, delta + b * T * D, z ? z + b * T * z_stride : 0, z_stride, D_skip, t0, len, D,
@@ -400,7 +391,8 @@ enum { ROW_U, ROW_DL, ROW_DU, ROW_GY, ROW_SLOPE, ROW_SILU, ROW_DSILU, ROW_GU, RO
  * decays, dL/dB and dL/dC per lane (chunk_len, N, LANES) each, and C . h + D u (chunk_len, LANES), and the rows. */
 i64 selective_backward_scratch(i64 D, i64 N, i64 chunk_len) {
     const i64 width = lane_blocks(D) * LANES, state = lane_blocks(D) * N * LANES, block = N * LANES;
-    return 3 * state + 2 * width + (4 * chunk_len + 1) * block + chunk_len * LANES + BACKWARD_ROWS * chunk_len * width;
+    return 3 * state + 2 * width + (4 * chunk_len + 1) * block + chunk_len * LANES +
+           BACKWARD_ROWS * chunk_len * width;
 }
 
 /* The rows of one chunk's `len` steps from t0 (one batch row's tensors) */
@@ -444,10 +436,10 @@ static void backward_rows(const float *restrict u, const float *restrict delta, 
  * block's first channel, w of its channels in D. */
 ALWAYS_INLINE void backward_block(float *restrict rows, i64 chunk_len, i64 width, const float *restrict a,
                                   const float *restrict skip, const float *restrict Bm, const float *restrict Cm,
-                                  i64 bc_stride, const float *restrict start, i64 D, i64 w, int has_z, float *restrict g,
-                                  float *restrict g_a, float *restrict g_skip, float *restrict hs, float *restrict as,
-                                  float *restrict db_lanes, float *restrict dc_lanes, float *restrict y_pre,
-                                  i64 len, i64 N) {
+                                  i64 bc_stride, const float *restrict start, i64 D, i64 w, int has_z,
+                                  float *restrict g, float *restrict g_a, float *restrict g_skip, float *restrict hs,
+                                  float *restrict as, float *restrict db_lanes, float *restrict dc_lanes,
+                                  float *restrict y_pre, i64 len, i64 N) {
     float *row[BACKWARD_ROWS];
     for (int r = 0; r < BACKWARD_ROWS; r++) row[r] = rows + r * chunk_len * width;
     float *restrict gu_row = row[ROW_GU], *restrict gd_row = row[ROW_GD], *restrict gz_row = row[ROW_GZ];
@@ -532,13 +524,13 @@ void selective_backward(const float *u, const float *delta, const float *A, cons
         float *hs = g_skip + width, *as = hs + (chunk_len + 1) * block, *db_lanes = as + chunk_len * block;
         float *dc_lanes = db_lanes + chunk_len * block, *y_pre = dc_lanes + chunk_len * block;
         float *rows = y_pre + chunk_len * LANES;
-        a_in_lanes(a, A, D, N);
+        into_lanes(a, A, D, N);
         for (i64 d = 0; d < width; d++) skip[d] = D_skip && d < D ? D_skip[d] : 0.0f;
         memset(g_a, 0, sizeof(float) * state);
         memset(g_skip, 0, sizeof(float) * width);
 #pragma omp for schedule(static)
         for (i64 b = 0; b < B; b++) {
-            state_into_lanes(g, grad_h_last ? grad_h_last + b * D * N : 0, D, N);
+            into_lanes(g, grad_h_last ? grad_h_last + b * D * N : 0, D, N);
             for (i64 c = chunks - 1; c >= 0; c--) {
                 const i64 t0 = c * chunk_len, len = T - t0 < chunk_len ? T - t0 : chunk_len;
                 const float *bc_b = Bm + (b * T + t0) * bc_stride, *cc_b = Cm + (b * T + t0) * bc_stride;
